@@ -1,0 +1,40 @@
+"""Per-device kernel selection.
+
+``dispatch`` knows nothing about the ops themselves: implementations register here (``kernels`` does it
+for its own), and :func:`select` picks one for a :class:`Context` — the device profile, dtype, shapes,
+packing and sequence-parallel degree of one call — telling why every other candidate was rejected.
+"""
+from dispatch.context import Context
+from dispatch.devices import DeviceProfile, detect, known_profiles, resolve_profile
+from dispatch.packages import probe_package
+from dispatch.registry import (
+    FORCE_ENV,
+    OPS,
+    Implementation,
+    Selection,
+    forced_from_env,
+    implementations,
+    register,
+    registered,
+    select,
+    unregister,
+)
+
+__all__ = [
+    "Context",
+    "DeviceProfile",
+    "FORCE_ENV",
+    "Implementation",
+    "OPS",
+    "Selection",
+    "detect",
+    "forced_from_env",
+    "implementations",
+    "known_profiles",
+    "probe_package",
+    "register",
+    "registered",
+    "resolve_profile",
+    "select",
+    "unregister",
+]

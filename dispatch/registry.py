@@ -1,0 +1,184 @@
+"""The registry: implementations declare what they need, :func:`select` picks the best that fits.
+
+>>> from dispatch import implementations
+>>> print(implementations())          # a mapping you can print: op -> {name: Implementation}
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+from dispatch.context import Context
+from dispatch.packages import probe_package
+
+#: The ops this package dispatches.
+OPS = ("chunk_gated_delta_rule", "causal_conv1d", "rotary", "fusion_attention")
+#: ``SP_KERNELS_FORCE="causal_conv1d=torch,chunk_gated_delta_rule=reference"`` forces implementations per op.
+FORCE_ENV = "SP_KERNELS_FORCE"
+
+SupportsFn = Callable[[Context], "tuple[bool, str]"]
+
+
+@dataclass(frozen=True)
+class Implementation:
+    """One implementation of one op.
+
+    ``fn`` takes the op's validated arguments (see each op's ``api.py``). ``device_types`` are torch device types
+    it runs on; ``packages`` are modules imported lazily the first time it is considered; ``supports`` inspects a
+    :class:`Context` and returns ``(ok, reason)``; higher ``priority`` wins among the candidates that fit.
+    ``selectable=False`` keeps an implementation out of automatic selection (it must be forced), as for the
+    slow float64 references.
+    """
+
+    op: str
+    name: str
+    fn: Callable = field(repr=False)
+    device_types: tuple[str, ...]
+    priority: int = 0
+    packages: tuple[str, ...] = ()
+    supports: SupportsFn | None = field(default=None, repr=False)
+    selectable: bool = True
+    description: str = ""
+
+    def __post_init__(self):
+        if self.op not in OPS:
+            raise ValueError(f"op: unknown op {self.op!r}; expected one of {OPS}")
+        if isinstance(self.device_types, str):
+            raise TypeError("device_types: expected a tuple of device types, got a str")
+
+    def check(self, ctx: Context) -> tuple[bool, str]:
+        """``(True, '')`` when this implementation can run ``ctx``, else ``(False, reason)``."""
+        if ctx.device.type not in self.device_types:
+            return False, f"runs on {'/'.join(self.device_types)}, not {ctx.device.type}"
+        for module in self.packages:
+            ok, why = probe_package(module)
+            if not ok:
+                return False, why
+        if self.supports is not None:
+            ok, reason = self.supports(ctx)
+            if not ok:
+                return False, reason or "unsupported (no reason given)"
+        return True, ""
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The outcome of :func:`select`: the chosen implementation and why each other one was not."""
+
+    op: str
+    context: Context
+    chosen: Implementation
+    rejected: tuple[tuple[str, str], ...]
+    forced: bool = False
+
+    def explain(self) -> str:
+        how = "forced" if self.forced else f"priority {self.chosen.priority}"
+        lines = [f"{self.op}: {self.chosen.name} ({how})"]
+        lines += [f"    rejected {name}: {reason}" for name, reason in self.rejected]
+        return "\n".join(lines)
+
+
+_REGISTRY: dict[str, dict[str, Implementation]] = {op: {} for op in OPS}
+
+
+def register(impl: Implementation, *, replace: bool = False) -> Implementation:
+    """Add an implementation. Registering a taken name is an error unless ``replace=True``."""
+    table = _REGISTRY[impl.op]
+    if impl.name in table and not replace:
+        raise ValueError(f"name: {impl.op} already has an implementation named {impl.name!r}")
+    table[impl.name] = impl
+    return impl
+
+
+def unregister(op: str, name: str) -> Implementation:
+    _check_op(op)
+    try:
+        return _REGISTRY[op].pop(name)
+    except KeyError:
+        raise ValueError(f"name: {op} has no implementation {name!r}") from None
+
+
+@contextlib.contextmanager
+def registered(*impls: Implementation) -> Iterator[tuple[Implementation, ...]]:
+    """Register implementations for the duration of a ``with`` block (tests, experiments)."""
+    previous = [(_REGISTRY[i.op].get(i.name)) for i in impls]
+    for impl in impls:
+        register(impl, replace=True)
+    try:
+        yield impls
+    finally:
+        for impl, prev in zip(impls, previous):
+            if prev is None:
+                _REGISTRY[impl.op].pop(impl.name, None)
+            else:
+                _REGISTRY[impl.op][impl.name] = prev
+
+
+def implementations(op: str | None = None) -> dict:
+    """``{op: {name: Implementation}}``, or ``{name: Implementation}`` for one op."""
+    if op is not None:
+        _check_op(op)
+        return dict(_REGISTRY[op])
+    return {o: dict(t) for o, t in _REGISTRY.items()}
+
+
+def forced_from_env(environ=None) -> dict[str, str]:
+    """Parse ``SP_KERNELS_FORCE`` ('op=name,op=name') into ``{op: name}``; bad entries are errors."""
+    raw = (os.environ if environ is None else environ).get(FORCE_ENV, "").strip()
+    forced: dict[str, str] = {}
+    if not raw:
+        return forced
+    for item in raw.split(","):
+        op, sep, name = (s.strip() for s in item.partition("="))
+        if not sep or not op or not name:
+            raise ValueError(f"{FORCE_ENV}: expected 'op=implementation' items separated by commas, got {item!r}")
+        _check_op(op, what=FORCE_ENV)
+        forced[op] = name
+    return forced
+
+
+def select(op: str, ctx: Context, force: str | None = None) -> Selection:
+    """Choose the implementation of ``op`` for ``ctx``.
+
+    ``force`` (else the op's entry in ``SP_KERNELS_FORCE``) names an implementation that must be used; it is an
+    error if that name is unknown or if the implementation cannot run ``ctx``, with the reason.
+    """
+    _check_op(op)
+    if ctx.op != op:
+        raise ValueError(f"ctx: context is for {ctx.op!r}, not {op!r}")
+    table = _REGISTRY[op]
+    if force is None:
+        force = forced_from_env().get(op)
+    if force is not None:
+        if not isinstance(force, str):
+            raise TypeError(f"impl: expected an implementation name (str), got {type(force).__name__}")
+        if force not in table:
+            raise ValueError(f"impl: {op} has no implementation {force!r}; known: {', '.join(sorted(table))}")
+        impl = table[force]
+        ok, reason = impl.check(ctx)
+        if not ok:
+            raise ValueError(f"impl: {op} implementation {force!r} was forced but cannot run here: {reason}")
+        others = tuple((name, "not forced") for name in sorted(table) if name != force)
+        return Selection(op, ctx, impl, others, forced=True)
+
+    rejected: list[tuple[str, str]] = []
+    fits: list[Implementation] = []
+    for impl in sorted(table.values(), key=lambda i: (-i.priority, i.name)):
+        if not impl.selectable:
+            rejected.append((impl.name, "reference implementation: used only when forced"))
+            continue
+        ok, reason = impl.check(ctx)
+        (fits.append(impl) if ok else rejected.append((impl.name, reason)))
+    if not fits:
+        detail = "; ".join(f"{n}: {r}" for n, r in rejected) or "nothing registered"
+        raise RuntimeError(f"no implementation of {op} can run {ctx.describe()} ({detail})")
+    chosen, *lower = fits
+    rejected += [(i.name, f"lower priority ({i.priority}) than {chosen.name} ({chosen.priority})") for i in lower]
+    return Selection(op, ctx, chosen, tuple(rejected))
+
+
+def _check_op(op: str, what: str = "op") -> None:
+    if op not in _REGISTRY:
+        raise ValueError(f"{what}: unknown op {op!r}; expected one of {', '.join(OPS)}")

@@ -1,0 +1,1 @@
+"""Per-device kernels for Gated DeltaNet models with sequence-parallel-aware dispatch."""
