@@ -1,0 +1,29 @@
+"""Depthwise causal 1-D convolution (the short conv in front of the delta rule)."""
+from dispatch import Implementation, register
+from kernels.causal_conv1d.api import causal_conv1d
+from kernels.causal_conv1d.naive import causal_conv1d_reference
+from kernels.causal_conv1d.torch_impl import causal_conv1d_torch
+
+register(
+    Implementation(
+        op="causal_conv1d",
+        name="reference",
+        fn=causal_conv1d_reference,
+        device_types=("cpu", "cuda", "npu"),
+        priority=0,
+        selectable=False,
+        description="the definition with explicit loops over t and w (float64-capable, slow)",
+    )
+)
+register(
+    Implementation(
+        op="causal_conv1d",
+        name="torch",
+        fn=causal_conv1d_torch,
+        device_types=("cpu", "cuda", "npu"),
+        priority=10,
+        description="F.conv1d depthwise over [left context, sequence]; packed via zero padding",
+    )
+)
+
+__all__ = ["causal_conv1d"]

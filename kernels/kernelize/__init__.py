@@ -1,0 +1,201 @@
+"""``kernelize(model)``: bind the registry's implementations to a transformers model's modules, in place.
+
+Per GatedDeltaNet module (conv + delta rule) and per attention module (rotary + attention) the registry chooses
+an implementation for the device; the module gets a forward that calls exactly those (``unkernelize`` restores
+transformers' forward). A forward pre-hook on each text model turns packed batches (``position_ids`` restarting at
+0) into ``cu_seqlens``. Modules bound to NPU-specific implementations are marked ``_twinkle_npu_patched = True``,
+the marker the sequence-parallel path reads to keep them.
+"""
+from __future__ import annotations
+
+import functools
+import inspect
+import types
+from dataclasses import dataclass
+
+import torch
+
+from dispatch import Context, DeviceProfile, resolve_profile, select
+from kernels.kernelize.attention import attention_forward
+from kernels.kernelize.batch import make_pre_hook
+from kernels.kernelize.bindings import ModuleBinding, OpBinding
+from kernels.kernelize.families import load_families
+from kernels.kernelize.gated_deltanet import gated_deltanet_forward
+
+NPU_MARKER = "_twinkle_npu_patched"
+_BINDING = "_sp_kernels"
+_HOOK = "_sp_kernels_hook"
+MODES = ("train", "inference")
+
+
+@dataclass(frozen=True)
+class PatchedModule:
+    name: str
+    cls: str
+    family: str
+    ops: dict  # op -> implementation description
+    npu_patched: bool
+
+
+@dataclass(frozen=True)
+class KernelizeReport:
+    device: DeviceProfile
+    sp_size: int
+    mode: str
+    modules: tuple[PatchedModule, ...]
+
+    def table(self) -> str:
+        """The dispatch table: one row per patched module, one column per op."""
+        ops = ("causal_conv1d", "chunk_gated_delta_rule", "rotary", "fusion_attention")
+        header = ["module", *ops, NPU_MARKER]
+        rows = [[m.name, *(m.ops.get(op, "-") for op in ops), str(m.npu_patched)] for m in self.modules]
+        widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+        fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+        lines = [f"device {self.device.describe()} | sp_size {self.sp_size} | mode {self.mode}", fmt.format(*header)]
+        lines += [fmt.format(*r) for r in rows]
+        return "\n".join(lines)
+
+    __str__ = table
+
+
+def kernelize(model: torch.nn.Module, sp_size: int = 1, *, device=None, mode: str = "train",
+              force: dict | None = None) -> KernelizeReport:
+    """Patch ``model`` in place; returns a :class:`KernelizeReport`. Idempotent (re-binding replaces bindings).
+
+    Args:
+        model: a transformers Qwen3.5 (text or MoE) or Qwen3-Next model, or any module containing their layers.
+        sp_size: sequence-parallel degree; heads must divide by it.
+        device: ``None`` (the device of the model's parameters), a torch device, or a simulated profile such as
+            ``'npu:Ascend910B3'`` (selection as on that device; the tensors stay where they are).
+        mode: ``'train'`` (implementations must support backward) or ``'inference'``.
+        force: ``{op: implementation name}``, as the ``impl=`` keyword of the ops.
+    """
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
+    if isinstance(sp_size, bool) or not isinstance(sp_size, int):
+        raise TypeError(f"sp_size: expected an int, got {type(sp_size).__name__}")
+    if sp_size < 1:
+        raise ValueError(f"sp_size: expected >= 1, got {sp_size}")
+    if mode not in MODES:
+        raise ValueError(f"mode: expected one of {MODES}, got {mode!r}")
+    force = dict(force or {})
+    if device is None:
+        param = next(model.parameters(), None)
+        device = param.device if param is not None else torch.device("cpu")
+    profile = resolve_profile(device)
+
+    families, unavailable = load_families()
+    found = []
+    for name, module in model.named_modules():
+        for fam in families:
+            if isinstance(module, fam.gated_deltanet):
+                found.append((name, module, fam, "gated_deltanet"))
+            elif isinstance(module, fam.attention):
+                found.append((name, module, fam, "attention"))
+    if not found:
+        known = ", ".join(f"{f.family.name} ({f.gated_deltanet.__name__}, {f.attention.__name__})" for f in families)
+        missing = "".join(f"; unavailable: {n} ({why})" for n, why in unavailable)
+        raise ValueError(f"model: {type(model).__name__} has no module kernelize supports; supported: {known}{missing}")
+
+    # Choose everything first: a failure leaves the model untouched.
+    plans = [(name, module, _bind(module, fam, kind, profile, sp_size, mode, force)) for name, module, fam, kind in found]
+    if sp_size > 1:
+        raise NotImplementedError(
+            f"sp_size: {sp_size} passed validation (heads divide), but the sequence-parallel forward is not "
+            "implemented yet; use sp_size=1"
+        )
+    for name, module, binding in plans:
+        _install(module, binding)
+    for fam in families:
+        for module in model.modules():
+            if isinstance(module, fam.text_model) and not hasattr(module, _HOOK):
+                hook = make_pre_hook(inspect.signature(type(module).forward))
+                setattr(module, _HOOK, module.register_forward_pre_hook(hook, with_kwargs=True))
+
+    rows = tuple(
+        PatchedModule(name, type(module).__name__, binding.family,
+                      {op: b.describe() for op, b in binding.ops.items()}, binding.npu_patched)
+        for name, module, binding in plans
+    )
+    return KernelizeReport(profile, sp_size, mode, rows)
+
+
+def unkernelize(model: torch.nn.Module) -> int:
+    """Restore transformers' forwards and remove hooks and markers; returns how many modules were restored."""
+    restored = 0
+    for module in model.modules():
+        if hasattr(module, _BINDING):
+            del module.forward  # the instance attribute; the class forward shows through again
+            delattr(module, _BINDING)
+            if hasattr(module, NPU_MARKER):
+                delattr(module, NPU_MARKER)
+            restored += 1
+        if hasattr(module, _HOOK):
+            getattr(module, _HOOK).remove()
+            delattr(module, _HOOK)
+    return restored
+
+
+def _install(module, binding: ModuleBinding) -> None:
+    forward = gated_deltanet_forward if binding.kind == "gated_deltanet" else attention_forward
+    setattr(module, _BINDING, binding)
+    module.forward = types.MethodType(forward, module)
+    if binding.npu_patched:
+        setattr(module, NPU_MARKER, True)
+    elif hasattr(module, NPU_MARKER):
+        delattr(module, NPU_MARKER)
+
+
+def _divisible(what: str, count: int, sp_size: int) -> int:
+    if count % sp_size:
+        raise ValueError(f"sp_size: {what}={count} is not divisible by sp_size={sp_size}")
+    return count // sp_size
+
+
+def _bind(module, fam, kind, profile, sp_size, mode, force) -> ModuleBinding:
+    dtype = next(module.parameters()).dtype
+    grad = mode == "train"
+    if kind == "gated_deltanet":
+        h = _divisible("linear_num_key_heads", module.num_k_heads, sp_size)
+        hv = _divisible("linear_num_value_heads", module.num_v_heads, sp_size)
+        conv_dim = 2 * h * module.head_k_dim + hv * module.head_v_dim
+        contexts = {
+            "causal_conv1d": ({"D": conv_dim, "W": module.conv_kernel_size}, {"activation": module.activation}),
+            "chunk_gated_delta_rule": ({"H": h, "HV": hv, "K": module.head_k_dim, "V": module.head_v_dim}, {}),
+        }
+    else:
+        cfg = module.config
+        if getattr(module, "attention_dropout", 0.0) and grad:
+            raise ValueError(f"model: attention_dropout={module.attention_dropout} is not supported by fusion_attention")
+        heads = _divisible("num_attention_heads", cfg.num_attention_heads, sp_size)
+        kv_heads = _divisible("num_key_value_heads", cfg.num_key_value_heads, sp_size)
+        shapes = {"H": heads, "HKV": kv_heads, "D": module.head_dim}
+        contexts = {
+            "rotary": ({**shapes, "HK": kv_heads}, {}),
+            "fusion_attention": ({**shapes, "DV": module.head_dim}, {"causal": True}),
+        }
+    ops = {}
+    for op, (shapes, options) in contexts.items():
+        pick = functools.partial(_select, op, profile, dtype, shapes, options, sp_size, grad, force.get(op))
+        ops[op] = OpBinding(dense=pick(False), packed=pick(True))
+    npu = profile.type == "npu" and any(
+        impl.device_types == ("npu",) for b in ops.values() for impl in b.implementations
+    )
+    if kind == "gated_deltanet":
+        return ModuleBinding(kind, fam.family.name, ops, npu, project=fam.family.project)
+    masked = functools.partial(_masked_attention, fam.modeling)
+    return ModuleBinding(kind, fam.family.name, ops, npu, masked_attention=masked)
+
+
+def _select(op, profile, dtype, shapes, options, sp_size, grad, force, packed):
+    ctx = Context(op, profile, dtype, shapes, packed=packed, sp_size=sp_size, requires_grad=grad, options=options)
+    return select(op, ctx, force=force)
+
+
+def _masked_attention(modeling, attn_implementation: str):
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+    return ALL_ATTENTION_FUNCTIONS.get_interface(attn_implementation, modeling.eager_attention_forward)
+
+
+__all__ = ["KernelizeReport", "NPU_MARKER", "PatchedModule", "kernelize", "unkernelize"]

@@ -1,0 +1,18 @@
+import pytest
+import torch
+
+
+def pytest_collection_modifyitems(config, items):
+    """Device-marked tests run only where the device is."""
+    has_cuda = torch.cuda.is_available()
+    try:
+        import torch_npu  # noqa: F401
+
+        has_npu = torch.npu.is_available()
+    except Exception:
+        has_npu = False
+    for item in items:
+        if "cuda" in item.keywords and not has_cuda:
+            item.add_marker(pytest.mark.skip(reason="needs a CUDA device"))
+        if "npu" in item.keywords and not has_npu:
+            item.add_marker(pytest.mark.skip(reason="needs an Ascend NPU with torch_npu"))
