@@ -16,3 +16,12 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.skip(reason="needs a CUDA device"))
         if "npu" in item.keywords and not has_npu:
             item.add_marker(pytest.mark.skip(reason="needs an Ascend NPU with torch_npu"))
+
+
+# transformers binds its GatedDeltaNet functions to flash-linear-attention at import time whenever `fla` imports,
+# and fla's Triton kernels cannot run on CPU tensors: the unpatched model, which the kernelize parity tests use as
+# their reference, would crash. This process therefore hides fla; tests/kernelize/test_fla_installed.py checks the
+# behaviour with fla visible, in a subprocess.
+import sys  # noqa: E402
+
+sys.modules.setdefault("fla", None)

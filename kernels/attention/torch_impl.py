@@ -22,7 +22,8 @@ def _sdpa(q, k, v, *, causal, scale, native_gqa=None):
             k = k.repeat_interleave(H // HKV, dim=1)
             v = v.repeat_interleave(H // HKV, dim=1)
     if TQ == 0 or TK == 0:
-        return q.new_zeros(q.shape[:3] + (v.shape[-1],))  # no query, or no key to see: output 0
+        # no query, or no key to see: output 0, still attached to the graph (the empty input sums to exactly 0)
+        return q.new_zeros(q.shape[:3] + (v.shape[-1],)) + (q if TQ == 0 else v).sum()
     if causal and TQ > TK:
         # rows i < TQ - TK see no key: output 0 (flash-attn's convention); the rest is a square causal problem
         skip = TQ - TK
@@ -53,6 +54,6 @@ def attention_sdpa(q, k, v, causal=True, scale=None, cu_seqlens=None, *, native_
             pieces.append(
                 _sdpa(qt[:, :, sl], kt[:, :, sl], vt[:, :, sl], causal=causal, scale=scale, native_gqa=native_gqa)
             )
-    if not pieces:
-        return q.new_zeros(q.shape[:3] + (v.shape[-1],))
+    if not pieces:  # no token at all
+        return _sdpa(qt, kt, vt, causal=causal, scale=scale, native_gqa=native_gqa).transpose(1, 2).contiguous()
     return torch.cat(pieces, dim=2).transpose(1, 2).contiguous()

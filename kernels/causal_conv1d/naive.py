@@ -30,7 +30,7 @@ def causal_conv1d_reference(
             out = torch.zeros(D, dtype=acc, device=x.device) if bias is None else bias.to(acc)
             for w in range(W):
                 out = out + weight[:, w].to(acc) * ctx[:, t + w]
-            if activation == "silu":
+            if activation in ("silu", "swish"):
                 out = F.silu(out)
             rows.append(out)
         ys.append(torch.stack(rows) if rows else x.new_zeros((0, D), dtype=acc))

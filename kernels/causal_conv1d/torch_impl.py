@@ -26,10 +26,10 @@ def causal_conv1d_torch(
         left = initial_state
     ctx = torch.cat([left, seq], dim=-1)  # [N, D, W-1+L]: ctx[..., s] is input s-(W-1)
     if L == 0:
-        y = seq.new_zeros((N, D, 0))
+        y = ctx[..., :0].clone()  # no token: empty, still attached to the graph
     else:
         y = F.conv1d(ctx, weight.unsqueeze(1), bias, groups=D)  # [N, D, L]
-    if activation == "silu":
+    if activation in ("silu", "swish"):  # the API normalises to "silu"; direct callers may pass either
         y = F.silu(y)
     y = y.transpose(1, 2)  # [N, L, D]
     if cu_seqlens is not None:

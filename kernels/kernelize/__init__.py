@@ -15,7 +15,8 @@ from dataclasses import dataclass
 
 import torch
 
-from dispatch import Context, DeviceProfile, resolve_profile, select
+from dispatch import OPS, Context, DeviceProfile, resolve_profile, select
+from kernels import _contexts
 from kernels.kernelize.attention import attention_forward
 from kernels.kernelize.batch import make_pre_hook
 from kernels.kernelize.bindings import ModuleBinding, OpBinding
@@ -79,6 +80,9 @@ def kernelize(model: torch.nn.Module, sp_size: int = 1, *, device=None, mode: st
     if mode not in MODES:
         raise ValueError(f"mode: expected one of {MODES}, got {mode!r}")
     force = dict(force or {})
+    for op in force:
+        if op not in OPS:
+            raise ValueError(f"force: unknown op {op!r}; expected one of {', '.join(OPS)}")
     if device is None:
         param = next(model.parameters(), None)
         device = param.device if param is not None else torch.device("cpu")
@@ -146,34 +150,20 @@ def _install(module, binding: ModuleBinding) -> None:
         delattr(module, NPU_MARKER)
 
 
-def _divisible(what: str, count: int, sp_size: int) -> int:
-    if count % sp_size:
-        raise ValueError(f"sp_size: {what}={count} is not divisible by sp_size={sp_size}")
-    return count // sp_size
-
-
 def _bind(module, fam, kind, profile, sp_size, mode, force) -> ModuleBinding:
     dtype = next(module.parameters()).dtype
     grad = mode == "train"
     if kind == "gated_deltanet":
-        h = _divisible("linear_num_key_heads", module.num_k_heads, sp_size)
-        hv = _divisible("linear_num_value_heads", module.num_v_heads, sp_size)
-        conv_dim = 2 * h * module.head_k_dim + hv * module.head_v_dim
-        contexts = {
-            "causal_conv1d": ({"D": conv_dim, "W": module.conv_kernel_size}, {"activation": module.activation}),
-            "chunk_gated_delta_rule": ({"H": h, "HV": hv, "K": module.head_k_dim, "V": module.head_v_dim}, {}),
-        }
+        contexts = _contexts.gated_deltanet(
+            num_k_heads=module.num_k_heads, num_v_heads=module.num_v_heads, head_k_dim=module.head_k_dim,
+            head_v_dim=module.head_v_dim, conv_kernel=module.conv_kernel_size, activation=module.activation,
+            sp_size=sp_size)
     else:
         cfg = module.config
         if getattr(module, "attention_dropout", 0.0) and grad:
             raise ValueError(f"model: attention_dropout={module.attention_dropout} is not supported by fusion_attention")
-        heads = _divisible("num_attention_heads", cfg.num_attention_heads, sp_size)
-        kv_heads = _divisible("num_key_value_heads", cfg.num_key_value_heads, sp_size)
-        shapes = {"H": heads, "HKV": kv_heads, "D": module.head_dim}
-        contexts = {
-            "rotary": ({**shapes, "HK": kv_heads}, {}),
-            "fusion_attention": ({**shapes, "DV": module.head_dim}, {"causal": True}),
-        }
+        contexts = _contexts.attention(num_heads=cfg.num_attention_heads, num_kv_heads=cfg.num_key_value_heads,
+                                       head_dim=module.head_dim, sp_size=sp_size)
     ops = {}
     for op, (shapes, options) in contexts.items():
         pick = functools.partial(_select, op, profile, dtype, shapes, options, sp_size, grad, force.get(op))

@@ -23,9 +23,10 @@ def attention_forward(self, hidden_states: torch.Tensor, position_embeddings, at
 
     cos, sin = position_embeddings
     query, key = binding.ops["rotary"].fn(packed)(query, key, cos, sin, unsqueeze_dim=1)
-    if past_key_values is not None:
-        if packed:
-            raise NotImplementedError("past_key_values: decoding packed sequences with a cache is not supported")
+    if past_key_values is not None and packed:  # packed batches are not recorded in a cache (see gated_deltanet)
+        if past_key_values.get_seq_length(self.layer_idx) > 0:
+            raise NotImplementedError("past_key_values: continuing a cache with a packed batch is not supported")
+    elif past_key_values is not None:
         key, value = past_key_values.update(key, value, self.layer_idx)
 
     # The mask transformers built is pure causal (or block-causal for packed batches) unless the 2-D mask had

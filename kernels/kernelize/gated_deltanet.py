@@ -17,8 +17,10 @@ def gated_deltanet_forward(self, hidden_states: torch.Tensor, cache_params=None,
     batch = kwargs.get(BATCH_KWARG)
     cu_seqlens = batch.cu_seqlens if batch is not None else kwargs.get("cu_seq_lens_q")
     packed = cu_seqlens is not None
-    if packed and cache_params is not None:
-        raise NotImplementedError("cache_params: decoding packed sequences with a cache is not supported")
+    if packed:  # a cache does not record packed batches (there is no "next token" of N sequences at once)
+        if cache_params is not None and cache_params.get_recurrent_state(self.layer_idx) is not None:
+            raise NotImplementedError("cache_params: continuing a cache with a packed batch is not supported")
+        cache_params = None
     if attention_mask is not None:  # zero padded positions (2-D mask), as transformers does
         hidden_states = (hidden_states * attention_mask[:, :, None]).to(hidden_states.dtype)
 

@@ -175,6 +175,8 @@ def test_hypothesis_packed(lens, W, seed):
 def test_matches_transformers_causal_conv1d_fn(activation):
     from transformers.models.qwen3_5.modeling_qwen3_5 import causal_conv1d_fn
 
+    causal_conv1d_fn = getattr(causal_conv1d_fn, "__wrapped__", causal_conv1d_fn)  # the torch path, not a hub kernel
+
     inputs = _inputs(2, 9, 6, 4, seed=11)
     expected = causal_conv1d_fn(inputs["x"].transpose(1, 2), inputs["weight"], inputs["bias"], activation=activation)
     y, _ = causal_conv1d(**inputs, activation=activation, impl="torch")
@@ -184,6 +186,8 @@ def test_matches_transformers_causal_conv1d_fn(activation):
 def test_state_conversion_with_transformers_causal_conv1d_update():
     """Decoding token by token with transformers' [B, D, W] cache state == one call from our [B, D, W-1] state."""
     from transformers.models.qwen3_5.modeling_qwen3_5 import causal_conv1d_update
+
+    causal_conv1d_update = getattr(causal_conv1d_update, "__wrapped__", causal_conv1d_update)
 
     W = 4
     inputs = _inputs(2, 5, 3, W, state=True, seed=5)
@@ -357,3 +361,12 @@ def test_reference_is_never_auto_selected_but_can_be_forced():
     y_auto, _ = causal_conv1d(**args)
     y_ref, _ = causal_conv1d(**args, impl="reference")
     torch.testing.assert_close(y_auto, y_ref, atol=1e-12, rtol=1e-12)
+
+
+def test_implementations_called_directly_accept_swish():
+    """kernelize calls the registered functions directly (no API normalisation): 'swish' must still mean SiLU."""
+    inputs = _inputs(1, 6, 3, 4, state=True)
+    for name, impl in dispatch.implementations(OP).items():
+        y_swish, _ = impl.fn(**inputs, activation="swish")
+        y_silu, _ = impl.fn(**inputs, activation="silu")
+        torch.testing.assert_close(y_swish, y_silu, atol=0, rtol=0, msg=lambda m: f"{name}: {m}")

@@ -1,0 +1,44 @@
+"""The selection shapes of a GatedDeltaNet layer and of an attention layer, shared by kernelize and explain.
+
+Under sequence parallelism (Ulysses) each rank runs the kernels on ``heads / sp_size`` heads over the whole
+sequence, so the shapes here are the local heads and the global length.
+"""
+from __future__ import annotations
+
+
+def _local(what: str, count: int, sp_size: int) -> int:
+    if count % sp_size:
+        raise ValueError(f"sp_size: {what}={count} is not divisible by sp_size={sp_size}")
+    return count // sp_size
+
+
+def _seq(B, T) -> dict:
+    return {k: v for k, v in (("B", B), ("T", T)) if v is not None}
+
+
+def gated_deltanet(*, num_k_heads: int, num_v_heads: int, head_k_dim: int, head_v_dim: int, conv_kernel: int,
+                   activation: str | None, sp_size: int = 1, B: int | None = None, T: int | None = None) -> dict:
+    """``{op: (shapes, options)}`` for the conv and the delta rule of one GatedDeltaNet layer."""
+    h = _local("linear_num_key_heads", num_k_heads, sp_size)
+    hv = _local("linear_num_value_heads", num_v_heads, sp_size)
+    return {
+        "causal_conv1d": ({**_seq(B, T), "D": 2 * h * head_k_dim + hv * head_v_dim, "W": conv_kernel},
+                          {"activation": activation}),
+        "chunk_gated_delta_rule": ({**_seq(B, T), "H": h, "HV": hv, "K": head_k_dim, "V": head_v_dim}, {}),
+    }
+
+
+def attention(*, num_heads: int, num_kv_heads: int, head_dim: int, rotary_dim: int | None = None,
+              sp_size: int = 1, B: int | None = None, T: int | None = None) -> dict:
+    """``{op: (shapes, options)}`` for the rotary embedding and the attention of one attention layer."""
+    h = _local("num_attention_heads", num_heads, sp_size)
+    hkv = _local("num_key_value_heads", num_kv_heads, sp_size)
+    rotary = {**_seq(B, T), "H": h, "HK": hkv, "D": head_dim}
+    if rotary_dim is not None:
+        rotary["R"] = rotary_dim
+    seq = {} if T is None else {"TQ": T, "TK": T}
+    return {
+        "rotary": (rotary, {}),
+        "fusion_attention": ({**_seq(B, None), **seq, "H": h, "HKV": hkv, "D": head_dim, "DV": head_dim},
+                             {"causal": True}),
+    }

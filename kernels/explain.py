@@ -1,0 +1,57 @@
+"""``explain``: which implementation each op gets for a device and a model shape, and why the others did not."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from dispatch import Context, Selection, resolve_profile, select
+from kernels import _contexts
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """Defaults: a Qwen3.5-27B-like layer (GatedDeltaNet 16 key / 48 value heads of 128; attention 24 / 4 heads)."""
+
+    batch: int = 1
+    seq_len: int = 4096
+    num_k_heads: int = 16
+    num_v_heads: int = 48
+    head_k_dim: int = 128
+    head_v_dim: int = 128
+    conv_kernel: int = 4
+    num_heads: int = 24
+    num_kv_heads: int = 4
+    head_dim: int = 256
+    rotary_dim: int = 64
+
+
+def explain(device="cpu", *, sp_size: int = 1, dtype: torch.dtype = torch.bfloat16, shape: ModelShape = ModelShape(),
+            packed: bool = False, mode: str = "train", force: dict | None = None) -> list[Selection]:
+    """One :class:`Selection` per op for ``shape`` on ``device`` (a real device or a simulated profile name)."""
+    profile = resolve_profile(device)
+    contexts = {
+        **_contexts.gated_deltanet(num_k_heads=shape.num_k_heads, num_v_heads=shape.num_v_heads,
+                                   head_k_dim=shape.head_k_dim, head_v_dim=shape.head_v_dim,
+                                   conv_kernel=shape.conv_kernel, activation="silu", sp_size=sp_size,
+                                   B=shape.batch, T=shape.seq_len),
+        **_contexts.attention(num_heads=shape.num_heads, num_kv_heads=shape.num_kv_heads, head_dim=shape.head_dim,
+                              rotary_dim=shape.rotary_dim, sp_size=sp_size, B=shape.batch, T=shape.seq_len),
+    }
+    force = force or {}
+    return [
+        select(op, Context(op, profile, dtype, shapes, packed=packed, sp_size=sp_size,
+                           requires_grad=mode == "train", options=options), force=force.get(op))
+        for op, (shapes, options) in contexts.items()
+    ]
+
+
+def render(selections: list[Selection]) -> str:
+    ctx = selections[0].context
+    lines = [f"device: {ctx.device.describe()}", f"sp_size: {ctx.sp_size}  dtype: {str(ctx.dtype)[6:]}"
+             f"  packed: {ctx.packed}  grad: {ctx.requires_grad}", ""]
+    for sel in selections:
+        lines.append(f"[{sel.op}] {sel.context.describe()}")
+        lines.append(sel.explain())
+        lines.append("")
+    return "\n".join(lines).rstrip()
