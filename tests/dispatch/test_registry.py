@@ -1,0 +1,106 @@
+"""The registry: selection by device, priorities, packages, overrides, and the reasons it gives."""
+import pytest
+import torch
+
+import kernels  # noqa: F401  (registers the built-in implementations)
+from dispatch import (FORCE_ENV, Context, Implementation, forced_from_env, implementations, known_profiles,
+                      registered, resolve_profile, select)
+from dispatch.devices import npu_profile_for
+
+
+def ctx(op="causal_conv1d", device="cpu", **kw):
+    return Context(op, resolve_profile(device), torch.float32, {"B": 1, "T": 64, "D": 32, "W": 4}, **kw)
+
+
+def test_cpu_gets_the_portable_torch_implementation_and_reasons_for_the_rest():
+    sel = select("causal_conv1d", ctx())
+    assert sel.chosen.name == "torch"
+    assert dict(sel.rejected)["reference"].startswith("reference implementation")
+
+
+def test_selection_is_by_device_and_priority_and_reports_each_rejection():
+    fast_npu = Implementation("causal_conv1d", "npu_fast", fn=lambda *a, **k: None, device_types=("npu",),
+                              priority=50, supports=lambda c: (c.shapes["D"] <= 16, f"D={c.shapes['D']} > 16"))
+    needs_pkg = Implementation("causal_conv1d", "needs_pkg", fn=lambda *a, **k: None, device_types=("cpu", "npu"),
+                               priority=90, packages=("surely_not_installed_pkg",))
+    with registered(fast_npu, needs_pkg):
+        on_cpu = select("causal_conv1d", ctx())
+        assert on_cpu.chosen.name == "torch"
+        assert dict(on_cpu.rejected)["npu_fast"] == "runs on npu, not cpu"
+        assert "surely_not_installed_pkg" in dict(on_cpu.rejected)["needs_pkg"]
+        on_npu = select("causal_conv1d", ctx(device="npu:Ascend910B3"))
+        assert on_npu.chosen.name == "torch" and dict(on_npu.rejected)["npu_fast"] == "D=32 > 16"
+        small = Context("causal_conv1d", resolve_profile("npu:Ascend910B3"), torch.float32, {"D": 16, "W": 4})
+        chosen = select("causal_conv1d", small)
+        assert chosen.chosen.name == "npu_fast"
+        assert "lower priority" in dict(chosen.rejected)["torch"]
+        assert "npu_fast" in chosen.explain() and "rejected torch" in chosen.explain()
+    assert "npu_fast" not in implementations("causal_conv1d")  # registered() cleans up
+
+
+def test_force_by_keyword_and_environment(monkeypatch):
+    assert select("causal_conv1d", ctx(), force="reference").chosen.name == "reference"
+    monkeypatch.setenv(FORCE_ENV, "causal_conv1d=reference, rotary=torch")
+    assert forced_from_env() == {"causal_conv1d": "reference", "rotary": "torch"}
+    assert select("causal_conv1d", ctx()).chosen.name == "reference"
+    assert select("causal_conv1d", ctx(), force="torch").chosen.name == "torch"  # the keyword wins
+
+
+@pytest.mark.parametrize("value,match", [
+    ("causal_conv1d", "expected 'op=implementation'"),
+    ("conv=torch", "unknown op 'conv'"),
+    ("causal_conv1d=", "expected 'op=implementation'"),
+])
+def test_bad_environment_override(monkeypatch, value, match):
+    monkeypatch.setenv(FORCE_ENV, value)
+    with pytest.raises(ValueError, match=f"{FORCE_ENV}: .*{match}"):
+        select("causal_conv1d", ctx())
+
+
+def test_forcing_unknown_or_unavailable_implementation_says_why():
+    with pytest.raises(ValueError, match="impl: causal_conv1d has no implementation 'cuda_fast'; known: reference"):
+        select("causal_conv1d", ctx(), force="cuda_fast")
+    gpu_only = Implementation("causal_conv1d", "gpu_only", fn=print, device_types=("cuda",))
+    with registered(gpu_only):
+        with pytest.raises(ValueError, match="impl: .*'gpu_only' was forced but cannot run here: runs on cuda"):
+            select("causal_conv1d", ctx(), force="gpu_only")
+
+
+def test_no_fitting_implementation_is_a_clear_error():
+    with pytest.raises(RuntimeError, match="no implementation of causal_conv1d can run"):
+        select("causal_conv1d", Context("causal_conv1d", resolve_profile("cpu").replace(type="xpu")))
+
+
+def test_register_rejects_duplicates_and_unknown_ops():
+    from dispatch import register
+
+    with pytest.raises(ValueError, match="name: causal_conv1d already has an implementation named 'torch'"):
+        register(Implementation("causal_conv1d", "torch", fn=print, device_types=("cpu",)))
+    with pytest.raises(ValueError, match="op: unknown op 'conv'"):
+        Implementation("conv", "x", fn=print, device_types=("cpu",))
+    with pytest.raises(TypeError, match="device_types: expected a tuple"):
+        Implementation("causal_conv1d", "x", fn=print, device_types="cpu")
+
+
+def test_device_profiles():
+    p = resolve_profile("npu:Ascend910B3")
+    assert (p.type, p.ub_bytes, p.vector_cores, p.max_grid, p.simulated) == ("npu", 196608, 40, 65535, True)
+    assert resolve_profile("cuda:sm90").shared_memory_bytes == 227 * 1024
+    assert resolve_profile(None).type == "cpu" and resolve_profile(torch.device("cpu")).type == "cpu"
+    assert npu_profile_for("Ascend910B2C").ub_bytes == 192 * 1024  # unknown 910B part: same UB
+    assert "npu:Ascend910_9382" in known_profiles()
+    with pytest.raises(ValueError, match="device: unknown npu profile 'Ascend1'"):
+        resolve_profile("npu:Ascend1")
+    with pytest.raises(ValueError, match="device: unknown device type 'tpu'"):
+        resolve_profile("tpu")
+    with pytest.raises(TypeError, match="device: expected a str"):
+        resolve_profile(3)
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="device: cuda requested but no CUDA device"):
+            resolve_profile("cuda")
+
+
+def test_implementations_mapping_is_printable():
+    table = implementations()
+    assert set(table) == {"chunk_gated_delta_rule", "causal_conv1d", "rotary", "fusion_attention"}
+    assert "Implementation(op='causal_conv1d', name='torch'" in repr(table["causal_conv1d"]["torch"])

@@ -1,0 +1,124 @@
+"""kernelize: binding, the NPU marker, idempotence, unkernelize, and bad input."""
+import dataclasses
+
+import pytest
+import torch
+
+import kernels
+from dispatch import Implementation, implementations, registered
+from kernels import NPU_MARKER
+from tests.kernelize.models import build
+
+OPS = ("causal_conv1d", "chunk_gated_delta_rule", "rotary", "fusion_attention")
+
+
+def counting_standins(device_types, priority=100, prefix="standin"):
+    """Stand-ins that run the torch implementation and count their calls."""
+    calls = {op: 0 for op in OPS}
+    impls = []
+    for op in OPS:
+        torch_impl = max((i for i in implementations(op).values() if i.selectable), key=lambda i: i.priority)
+
+        def fn(*args, _op=op, _inner=torch_impl.fn, **kwargs):
+            calls[_op] += 1
+            return _inner(*args, **kwargs)
+
+        impls.append(Implementation(op, f"{prefix}_{op}", fn=fn, device_types=device_types, priority=priority))
+    return impls, calls
+
+
+def test_chosen_implementations_are_the_ones_that_run():
+    model = build("qwen3_5")
+    impls, calls = counting_standins(("cpu",))
+    ids = torch.randint(0, 96, (1, 12))
+    with registered(*impls):
+        report = kernels.kernelize(model)
+        model(input_ids=ids).logits.sum().backward()
+    assert all(m.ops[op].startswith("standin") for m in report.modules for op in m.ops)
+    assert calls == {op: 2 for op in OPS}  # two GatedDeltaNet and two attention layers
+
+
+def test_npu_profile_marks_modules_patched_with_npu_kernels():
+    model = build("qwen3_5")
+    impls, calls = counting_standins(("npu",), prefix="npu")
+    with registered(*impls):
+        report = kernels.kernelize(model, device="npu:Ascend910B3")
+        assert report.device.ub_bytes == 192 * 1024
+        model(input_ids=torch.randint(0, 96, (1, 8)))
+    assert calls["chunk_gated_delta_rule"] == 2 and calls["fusion_attention"] == 2
+    for name, module in model.named_modules():
+        if name.endswith(("linear_attn", "self_attn")):
+            assert getattr(module, NPU_MARKER) is True
+    assert all(m.npu_patched for m in report.modules)
+
+
+def test_npu_profile_without_npu_kernels_leaves_no_marker():
+    model = build("qwen3_5")
+    report = kernels.kernelize(model, device="npu:Ascend910B3")  # only portable torch implementations exist here
+    assert not any(m.npu_patched for m in report.modules)
+    assert not any(hasattr(m, NPU_MARKER) for m in model.modules())
+
+
+def test_kernelize_is_idempotent_and_unkernelize_restores():
+    model = build("qwen3_5")
+    ids = torch.randint(0, 96, (2, 10))
+    before = model(input_ids=ids).logits
+    first = kernels.kernelize(model)
+    second = kernels.kernelize(model)
+    assert first == second
+    hooks = [m for m in model.modules() if hasattr(m, "_sp_kernels_hook")]
+    assert len(hooks) == 1 and len(hooks[0]._forward_pre_hooks) == 1
+    kernelized = model(input_ids=ids).logits
+    assert kernels.unkernelize(model) == 4
+    assert not any("forward" in vars(m) or hasattr(m, "_sp_kernels") for m in model.modules())
+    assert not any(m._forward_pre_hooks for m in model.modules())
+    torch.testing.assert_close(model(input_ids=ids).logits, before, rtol=0, atol=0)
+    torch.testing.assert_close(kernelized, before, rtol=2e-3, atol=2e-3)
+
+
+def test_report_table_lists_every_module_and_op():
+    report = kernels.kernelize(build("qwen3_next", torch.float32))
+    text = report.table()
+    assert "model.layers.0.linear_attn" in text and "model.layers.1.self_attn" in text
+    for op in OPS:
+        assert op in text
+    assert dataclasses.is_dataclass(report.modules[0])
+
+
+def test_model_without_supported_modules_is_an_error():
+    with pytest.raises(ValueError, match="model: .*no module kernelize supports"):
+        kernels.kernelize(torch.nn.Sequential(torch.nn.Linear(4, 4)))
+
+
+def test_failed_selection_leaves_model_untouched():
+    model = build("qwen3_5")
+    with pytest.raises(ValueError, match="impl: .*no implementation 'nope'"):
+        kernels.kernelize(model, force={"causal_conv1d": "nope"})
+    assert not any(hasattr(m, "_sp_kernels") for m in model.modules())
+
+
+@pytest.mark.parametrize("kwargs,exc,match", [
+    (dict(sp_size=0), ValueError, "sp_size: expected >= 1"),
+    (dict(sp_size=3), ValueError, "sp_size: linear_num_key_heads=2 is not divisible by sp_size=3"),
+    (dict(sp_size=4), ValueError, "sp_size: .* is not divisible by sp_size=4"),
+    (dict(sp_size=2.0), TypeError, "sp_size: expected an int"),
+    (dict(sp_size=True), TypeError, "sp_size: expected an int"),
+    (dict(mode="eval"), ValueError, "mode: expected one of"),
+    (dict(device="npu:Ascend999"), ValueError, "device: unknown npu profile"),
+    (dict(force={"conv": "torch"}), ValueError, "force: unknown op 'conv'"),
+])
+def test_bad_arguments(kwargs, exc, match):
+    with pytest.raises(exc, match=match):
+        kernels.kernelize(build("qwen3_5"), **kwargs)
+
+
+def test_bad_model_type():
+    with pytest.raises(TypeError, match="model: expected a torch.nn.Module"):
+        kernels.kernelize("qwen3_5")
+
+
+def test_valid_sp_size_is_validated_then_refused_until_the_sp_path_exists():
+    model = build("qwen3_5")
+    with pytest.raises(NotImplementedError, match="sp_size: 2 passed validation"):
+        kernels.kernelize(model, sp_size=2)
+    assert not any(hasattr(m, "_sp_kernels") for m in model.modules())
