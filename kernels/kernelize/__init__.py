@@ -162,8 +162,11 @@ def _bind(module, fam, kind, profile, sp_size, mode, force) -> ModuleBinding:
         cfg = module.config
         if getattr(module, "attention_dropout", 0.0) and grad:
             raise ValueError(f"model: attention_dropout={module.attention_dropout} is not supported by fusion_attention")
+        rope = getattr(cfg, "rope_parameters", None) or {}
+        factor = rope.get("partial_rotary_factor", getattr(cfg, "partial_rotary_factor", 1.0))
         contexts = _contexts.attention(num_heads=cfg.num_attention_heads, num_kv_heads=cfg.num_key_value_heads,
-                                       head_dim=module.head_dim, sp_size=sp_size)
+                                       head_dim=module.head_dim, rotary_dim=int(module.head_dim * factor),
+                                       sp_size=sp_size)
     ops = {}
     for op, (shapes, options) in contexts.items():
         pick = functools.partial(_select, op, profile, dtype, shapes, options, sp_size, grad, force.get(op))
