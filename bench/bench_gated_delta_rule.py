@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 sys.modules.setdefault("fla", None)  # benchmark transformers' own torch path, not a fla kernel that needs a GPU
 
-import kernels  # noqa: E402
+import kernels  # noqa: E402,F401  (registers the implementations)
 from dispatch import implementations  # noqa: E402
 
 SHAPES = [(1, 512, 4, 64), (1, 2048, 8, 128)]
