@@ -42,3 +42,10 @@ def attention(*, num_heads: int, num_kv_heads: int, head_dim: int, rotary_dim: i
         "fusion_attention": ({**_seq(B, None), **seq, "H": h, "HKV": hkv, "D": head_dim, "DV": head_dim},
                              {"causal": True}),
     }
+
+
+def with_length(op: str, shapes: dict, T: int | None) -> dict:
+    """``shapes`` with the sequence length of one call added (``TQ``/``TK`` for attention)."""
+    if T is None:
+        return dict(shapes)
+    return {**shapes, **({"TQ": T, "TK": T} if op == "fusion_attention" else {"T": T})}

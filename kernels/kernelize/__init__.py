@@ -9,19 +9,20 @@ the marker the sequence-parallel path reads to keep them.
 from __future__ import annotations
 
 import functools
-import inspect
 import types
 from dataclasses import dataclass
 
 import torch
 
-from dispatch import OPS, Context, DeviceProfile, resolve_profile, select
+from dispatch import OPS, Context, DeviceProfile, resolve_profile
 from kernels import _contexts
 from kernels.kernelize.attention import attention_forward
 from kernels.kernelize.batch import make_pre_hook
+from kernels.sp.group import resolve_group
+from kernels.sp.shard import make_sp_post_hook, make_sp_pre_hook
 from kernels.kernelize.bindings import ModuleBinding, OpBinding
 from kernels.kernelize.families import load_families
-from kernels.kernelize.gated_deltanet import gated_deltanet_forward
+from kernels.kernelize.gated_deltanet import GDNShard, gated_deltanet_forward
 
 NPU_MARKER = "_twinkle_npu_patched"
 _BINDING = "_sp_kernels"
@@ -59,13 +60,15 @@ class KernelizeReport:
     __str__ = table
 
 
-def kernelize(model: torch.nn.Module, sp_size: int = 1, *, device=None, mode: str = "train",
+def kernelize(model: torch.nn.Module, sp_size: int = 1, *, group=None, device=None, mode: str = "train",
               force: dict | None = None) -> KernelizeReport:
     """Patch ``model`` in place; returns a :class:`KernelizeReport`. Idempotent (re-binding replaces bindings).
 
     Args:
         model: a transformers Qwen3.5 (text or MoE) or Qwen3-Next model, or any module containing their layers.
-        sp_size: sequence-parallel degree; heads must divide by it.
+        sp_size: sequence-parallel (Ulysses) degree; key/value heads of every layer must divide by it. With
+            ``sp_size > 1`` every rank of ``group`` calls the model with the same full batch (see the README).
+        group: the torch.distributed group of exactly ``sp_size`` ranks (``None``: the default group).
         device: ``None`` (the device of the model's parameters), a torch device, or a simulated profile such as
             ``'npu:Ascend910B3'`` (selection as on that device; the tensors stay where they are).
         mode: ``'train'`` (implementations must support backward) or ``'inference'``.
@@ -101,20 +104,18 @@ def kernelize(model: torch.nn.Module, sp_size: int = 1, *, device=None, mode: st
         missing = "".join(f"; unavailable: {n} ({why})" for n, why in unavailable)
         raise ValueError(f"model: {type(model).__name__} has no module kernelize supports; supported: {known}{missing}")
 
+    for _, module, _, kind in found:  # heads must divide by sp_size: checked before anything else about SP
+        _layer_contexts(module, kind, sp_size)
+    sp = resolve_group(sp_size, group) if sp_size > 1 else None
     # Choose everything first: a failure leaves the model untouched.
-    plans = [(name, module, _bind(module, fam, kind, profile, sp_size, mode, force)) for name, module, fam, kind in found]
-    if sp_size > 1:
-        raise NotImplementedError(
-            f"sp_size: {sp_size} passed validation (heads divide), but the sequence-parallel forward is not "
-            "implemented yet; use sp_size=1"
-        )
+    plans = [(name, module, _bind(name, module, fam, kind, profile, sp, mode, force))
+             for name, module, fam, kind in found]
     for name, module, binding in plans:
         _install(module, binding)
     for fam in families:
         for module in model.modules():
-            if isinstance(module, fam.text_model) and not hasattr(module, _HOOK):
-                hook = make_pre_hook(inspect.signature(type(module).forward))
-                setattr(module, _HOOK, module.register_forward_pre_hook(hook, with_kwargs=True))
+            if isinstance(module, fam.text_model):
+                _install_hooks(module, sp)
 
     rows = tuple(
         PatchedModule(name, type(module).__name__, binding.family,
@@ -134,10 +135,25 @@ def unkernelize(model: torch.nn.Module) -> int:
             if hasattr(module, NPU_MARKER):
                 delattr(module, NPU_MARKER)
             restored += 1
-        if hasattr(module, _HOOK):
-            getattr(module, _HOOK).remove()
-            delattr(module, _HOOK)
+        _remove_hooks(module)
     return restored
+
+
+def _remove_hooks(module) -> None:
+    for handle in getattr(module, _HOOK, ()):
+        handle.remove()
+    if hasattr(module, _HOOK):
+        delattr(module, _HOOK)
+
+
+def _install_hooks(text_model, sp) -> None:
+    _remove_hooks(text_model)  # idempotent, and a new sp_size replaces the old hooks
+    if sp is None:
+        handles = (text_model.register_forward_pre_hook(make_pre_hook(), with_kwargs=True),)
+    else:
+        handles = (text_model.register_forward_pre_hook(make_sp_pre_hook(sp), with_kwargs=True),
+                   text_model.register_forward_hook(make_sp_post_hook(sp), with_kwargs=True))
+    setattr(text_model, _HOOK, handles)
 
 
 def _install(module, binding: ModuleBinding) -> None:
@@ -150,39 +166,60 @@ def _install(module, binding: ModuleBinding) -> None:
         delattr(module, NPU_MARKER)
 
 
-def _bind(module, fam, kind, profile, sp_size, mode, force) -> ModuleBinding:
+def _bind(name, module, fam, kind, profile, sp, mode, force) -> ModuleBinding:
     dtype = next(module.parameters()).dtype
     grad = mode == "train"
+    sp_size = 1 if sp is None else sp.size
+    if kind == "attention" and getattr(module, "attention_dropout", 0.0) and grad:
+        raise ValueError(f"model: attention_dropout={module.attention_dropout} is not supported by fusion_attention")
+    contexts = _layer_contexts(module, kind, sp_size)
     if kind == "gated_deltanet":
-        contexts = _contexts.gated_deltanet(
-            num_k_heads=module.num_k_heads, num_v_heads=module.num_v_heads, head_k_dim=module.head_k_dim,
-            head_v_dim=module.head_v_dim, conv_kernel=module.conv_kernel_size, activation=module.activation,
-            sp_size=sp_size)
-    else:
-        cfg = module.config
-        if getattr(module, "attention_dropout", 0.0) and grad:
-            raise ValueError(f"model: attention_dropout={module.attention_dropout} is not supported by fusion_attention")
-        rope = getattr(cfg, "rope_parameters", None) or {}
-        factor = rope.get("partial_rotary_factor", getattr(cfg, "partial_rotary_factor", 1.0))
-        contexts = _contexts.attention(num_heads=cfg.num_attention_heads, num_kv_heads=cfg.num_key_value_heads,
-                                       head_dim=module.head_dim, rotary_dim=int(module.head_dim * factor),
-                                       sp_size=sp_size)
+        force = {**force, **_kept_delta_rule(name, module, sp, force)}
     ops = {}
     for op, (shapes, options) in contexts.items():
-        pick = functools.partial(_select, op, profile, dtype, shapes, options, sp_size, grad, force.get(op))
-        ops[op] = OpBinding(dense=pick(False), packed=pick(True))
+        def context(packed, T, op=op, shapes=shapes, options=options):
+            return Context(op, profile, dtype, _contexts.with_length(op, shapes, T), packed=packed,
+                           sp_size=sp_size, requires_grad=grad, options=options)
+
+        ops[op] = OpBinding.create(op, context, force.get(op))
     npu = profile.type == "npu" and any(
         impl.device_types == ("npu",) for b in ops.values() for impl in b.implementations
     )
     if kind == "gated_deltanet":
-        return ModuleBinding(kind, fam.family.name, ops, npu, project=fam.family.project)
+        shard = None if sp is None else GDNShard.of(module, sp)
+        return ModuleBinding(kind, fam.family.name, ops, npu, project=fam.family.project, shard=shard)
     masked = functools.partial(_masked_attention, fam.modeling)
-    return ModuleBinding(kind, fam.family.name, ops, npu, masked_attention=masked)
+    return ModuleBinding(kind, fam.family.name, ops, npu, masked_attention=masked, shard=sp)
 
 
-def _select(op, profile, dtype, shapes, options, sp_size, grad, force, packed):
-    ctx = Context(op, profile, dtype, shapes, packed=packed, sp_size=sp_size, requires_grad=grad, options=options)
-    return select(op, ctx, force=force)
+def _layer_contexts(module, kind, sp_size) -> dict:
+    """``{op: (shapes, options)}`` of one layer (heads local to a rank)."""
+    if kind == "gated_deltanet":
+        return _contexts.gated_deltanet(
+            num_k_heads=module.num_k_heads, num_v_heads=module.num_v_heads, head_k_dim=module.head_k_dim,
+            head_v_dim=module.head_v_dim, conv_kernel=module.conv_kernel_size, activation=module.activation,
+            sp_size=sp_size)
+    cfg = module.config
+    rope = getattr(cfg, "rope_parameters", None) or {}
+    factor = rope.get("partial_rotary_factor", getattr(cfg, "partial_rotary_factor", 1.0))
+    return _contexts.attention(num_heads=cfg.num_attention_heads, num_kv_heads=cfg.num_key_value_heads,
+                               head_dim=module.head_dim, rotary_dim=int(module.head_dim * factor), sp_size=sp_size)
+
+
+def _kept_delta_rule(name, module, sp, force) -> dict:
+    """The marker rule: under SP, a module marked ``_twinkle_npu_patched`` keeps its NPU delta rule."""
+    if sp is None or not getattr(module, NPU_MARKER, False):
+        return {}
+    previous = getattr(module, _BINDING, None)
+    if previous is None:
+        raise ValueError(
+            f"model: {name} is marked {NPU_MARKER} by another patcher; kernelize cannot keep a kernel it did not "
+            "bind. Kernelize the model on the NPU first (sp_size=1), or remove the marker"
+        )
+    kept = previous.ops["chunk_gated_delta_rule"].dense.chosen.name
+    if force.get("chunk_gated_delta_rule", kept) != kept:
+        raise ValueError(f"force: {name} is marked {NPU_MARKER}: its chunk_gated_delta_rule stays {kept!r}")
+    return {"chunk_gated_delta_rule": kept}
 
 
 def _masked_attention(modeling, attn_implementation: str):

@@ -17,10 +17,15 @@ BATCH_KWARG = "sp_kernels_batch"
 
 @dataclass(frozen=True)
 class BatchInfo:
-    """``cu_seqlens``: packed-sequence boundaries (int64) or ``None``; ``padded``: a 2-D attention mask with zeros."""
+    """``cu_seqlens``: packed-sequence boundaries (int64) or ``None``; ``padded``: a 2-D attention mask with zeros.
+
+    Under sequence parallelism ``seq_len`` is the global length before padding to a multiple of ``sp_size``, and
+    ``cu_seqlens`` covers the padded global sequence; outside it ``seq_len`` is ``None``.
+    """
 
     cu_seqlens: torch.Tensor | None
     padded: bool
+    seq_len: int | None = None
 
 
 def cu_seqlens_from_position_ids(position_ids: torch.Tensor) -> torch.Tensor | None:
@@ -44,11 +49,21 @@ def cu_seqlens_from_position_ids(position_ids: torch.Tensor) -> torch.Tensor | N
     return torch.cat([torch.zeros(1, dtype=torch.long, device=pos.device), starts.long(), total.long()])
 
 
-def make_pre_hook(forward_signature: inspect.Signature):
+def call_arguments(module, args, kwargs) -> dict:
+    """The arguments of a call to ``module.forward`` by name (extra ``**kwargs`` merged in)."""
+    sig = inspect.signature(module.forward)
+    bound = sig.bind_partial(*args, **kwargs).arguments
+    for name, param in sig.parameters.items():
+        if param.kind is inspect.Parameter.VAR_KEYWORD and name in bound:
+            bound.update(bound.pop(name))
+    return bound
+
+
+def make_pre_hook():
     """A ``register_forward_pre_hook(..., with_kwargs=True)`` hook adding :data:`BATCH_KWARG` to the call."""
 
     def hook(module, args, kwargs):
-        bound = forward_signature.bind_partial(*args, **kwargs).arguments
+        bound = call_arguments(module, args, kwargs)
         mask = bound.get("attention_mask")
         position_ids = bound.get("position_ids")
         past = bound.get("past_key_values")

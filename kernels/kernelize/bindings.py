@@ -1,21 +1,39 @@
-"""What kernelize binds to a module: the implementation chosen per op, for ordinary and for packed batches."""
+"""What kernelize binds to a module: per op, the registry's choice, re-checked per sequence length."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
-from dispatch import Implementation, Selection
+from dispatch import Context, Implementation, Selection, select
 
 
 @dataclass(frozen=True)
 class OpBinding:
-    """The implementation of one op for one module; ``packed`` differs from ``dense`` only if the registry said so."""
+    """One op of one module. ``dense`` / ``packed`` are the selections made at kernelize time (length unknown,
+    shown in the report); at run time :meth:`fn` selects once per ``(packed, T)`` — implementations whose limits
+    depend on the length (tiles against the Ascend Unified Buffer, launch grids) see the real one — and caches it.
+    """
 
-    dense: Selection
-    packed: Selection
+    op: str
+    context: Callable[[bool, "int | None"], Context] = field(repr=False)
+    force: str | None
+    dense: Selection = field(repr=False)
+    packed: Selection = field(repr=False)
+    _chosen: dict = field(default_factory=dict, repr=False, compare=False)
 
-    def fn(self, packed: bool):
-        return (self.packed if packed else self.dense).chosen.fn
+    @classmethod
+    def create(cls, op: str, context: Callable, force: str | None) -> "OpBinding":
+        return cls(op, context, force, select(op, context(False, None), force), select(op, context(True, None), force))
+
+    def selection(self, packed: bool, T: int | None = None) -> Selection:
+        key = (packed, T)
+        sel = self._chosen.get(key)
+        if sel is None:
+            sel = self._chosen[key] = select(self.op, self.context(packed, T), self.force)
+        return sel
+
+    def fn(self, packed: bool, T: int | None = None) -> Callable:
+        return self.selection(packed, T).chosen.fn
 
     @property
     def implementations(self) -> tuple[Implementation, ...]:
@@ -39,3 +57,4 @@ class ModuleBinding:
     npu_patched: bool
     project: Callable | None = None  # gated_deltanet: hidden -> (mixed_qkv, z, b, a), per family
     masked_attention: Callable | None = None  # attention: attn_implementation -> transformers' interface
+    shard: object = None  # sequence parallel: GDNShard (gated_deltanet) or SPGroup (attention); None without SP

@@ -117,8 +117,8 @@ def test_bad_model_type():
         kernels.kernelize("qwen3_5")
 
 
-def test_valid_sp_size_is_validated_then_refused_until_the_sp_path_exists():
+def test_sp_size_without_a_process_group_is_an_error():
     model = build("qwen3_5")
-    with pytest.raises(NotImplementedError, match="sp_size: 2 passed validation"):
+    with pytest.raises(ValueError, match="sp_size: 2 needs an initialized torch.distributed process group"):
         kernels.kernelize(model, sp_size=2)
     assert not any(hasattr(m, "_sp_kernels") for m in model.modules())
