@@ -1,0 +1,38 @@
+"""kernelize(model, sp_size=N) on N gloo ranks gives the loss and (mean-reduced) gradients of sp_size=1."""
+import socket
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from tests.sp import workers
+
+pytestmark = pytest.mark.distributed
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def spawn(fn, world, *args):
+    mp.spawn(workers.run, args=(fn, world, free_port(), *args), nprocs=world, join=True)
+
+
+@pytest.mark.parametrize("world", [2, 4])
+def test_qwen3_5_parity(world):
+    # 22 is not a multiple of 4 (padding); packed lengths put boundaries inside and across shards
+    spawn(workers.parity, world, [("qwen3_5", torch.float64)], [22])
+
+
+def test_qwen3_next_parity():
+    spawn(workers.parity, 2, [("qwen3_next", torch.float32)], [21])
+
+
+def test_marked_modules_keep_their_npu_delta_rule():
+    spawn(workers.marked_modules, 2)
+
+
+def test_bad_group_and_unsupported_calls():
+    spawn(workers.bad_group, 2)

@@ -1,0 +1,130 @@
+"""Code run on every rank of a gloo process group (spawned by tests/sp/test_sequence_parallel.py)."""
+import copy
+import os
+import traceback
+
+import torch
+import torch.distributed as dist
+
+import kernels
+from tests.kernelize.models import build
+
+# heads that divide by 2 and 4: 4 key / 8 value GatedDeltaNet heads (grouped), 8 query / 4 KV attention heads
+SP_CONFIG = dict(linear_num_key_heads=4, linear_num_value_heads=8, linear_key_head_dim=8, linear_value_head_dim=8,
+                 num_attention_heads=8, num_key_value_heads=4, head_dim=8)
+TOL = {torch.float64: (1e-10, 2e-6), torch.float32: (2e-5, 5e-5)}  # (logits/loss, gradients)
+
+
+def init(rank: int, world: int, port: int) -> None:
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+
+
+def loss_and_grads(model, batch, sp_size=1):
+    model.zero_grad(set_to_none=True)
+    out = model(**batch)
+    out.loss.backward()
+    grads = {}
+    for name, p in model.named_parameters():
+        g = p.grad if p.grad is not None else torch.zeros_like(p)
+        if sp_size > 1:  # the contract: mean of the gradients over the SP group
+            dist.all_reduce(g, op=dist.ReduceOp.SUM)
+            g = g / sp_size
+        grads[name] = g
+    return out.logits.detach(), out.loss.detach(), grads
+
+
+def check(tag, ours, ref, dtype):
+    tol, gtol = TOL[dtype]
+    torch.testing.assert_close(ours[0], ref[0], rtol=tol, atol=tol, msg=lambda m: f"{tag} logits: {m}")
+    torch.testing.assert_close(ours[1], ref[1], rtol=tol, atol=tol, msg=lambda m: f"{tag} loss: {m}")
+    for name in ref[2]:
+        torch.testing.assert_close(ours[2][name], ref[2][name], rtol=gtol, atol=gtol,
+                                   msg=lambda m, n=name: f"{tag} grad {n}: {m}")
+
+
+def batches(T: int):
+    gen = torch.Generator().manual_seed(T)
+    ids = torch.randint(0, 96, (2, T), generator=gen)
+    yield "ordinary", dict(input_ids=ids, labels=ids)
+    lengths = [5, 1, T - 9, 3]  # boundaries inside shards and across them
+    packed = torch.randint(0, 96, (1, sum(lengths)), generator=gen)
+    position_ids = torch.cat([torch.arange(n) for n in lengths])[None]
+    yield "packed", dict(input_ids=packed, position_ids=position_ids, labels=packed)
+
+
+def parity(rank: int, world: int, port: int, families, lengths) -> None:
+    init(rank, world, port)
+    try:
+        for family, dtype in families:
+            base = build(family, dtype, **SP_CONFIG)
+            single = copy.deepcopy(base)
+            kernels.kernelize(single)
+            model = copy.deepcopy(base)
+            report = kernels.kernelize(model, sp_size=world)
+            assert report.sp_size == world
+            for T in lengths:
+                for kind, batch in batches(T):
+                    check(f"{family} {kind} T={T} rank {rank}", loss_and_grads(model, batch, world),
+                          loss_and_grads(single, batch), dtype)
+    finally:
+        dist.destroy_process_group()
+
+
+def marked_modules(rank: int, world: int, port: int) -> None:
+    """A model kernelized with NPU kernels (simulated 910B, stand-ins) keeps its delta rule under SP."""
+    from tests.kernelize.test_kernelize import counting_standins
+    from dispatch import registered
+
+    init(rank, world, port)
+    try:
+        impls, calls = counting_standins(("npu",), prefix="npu")
+        base = build("qwen3_5", **SP_CONFIG)
+        with registered(*impls):
+            single = copy.deepcopy(base)
+            kernels.kernelize(single)
+            model = copy.deepcopy(base)
+            kernels.kernelize(model, device="npu:Ascend910B3")
+            assert all(getattr(m, kernels.NPU_MARKER) for m in (model.model.layers[0].linear_attn,))
+            report = kernels.kernelize(model, sp_size=world, device="npu:Ascend910B3")
+            gdn = [m for m in report.modules if m.cls.endswith("GatedDeltaNet")]
+            assert all(m.ops["chunk_gated_delta_rule"] == "npu_chunk_gated_delta_rule" for m in gdn), report
+            before = dict(calls)
+            for kind, batch in batches(22):
+                check(f"marked {kind} rank {rank}", loss_and_grads(model, batch, world),
+                      loss_and_grads(single, batch), torch.float64)
+            assert calls["chunk_gated_delta_rule"] > before["chunk_gated_delta_rule"]
+    finally:
+        dist.destroy_process_group()
+
+
+def bad_group(rank: int, world: int, port: int) -> None:
+    init(rank, world, port)
+    try:
+        model = build("qwen3_5", **SP_CONFIG)
+        try:
+            kernels.kernelize(model, sp_size=2 * world)
+        except ValueError as exc:
+            assert f"group: the default process group has {world} ranks but sp_size={2 * world}" in str(exc), exc
+        else:
+            raise AssertionError("group size != sp_size was accepted")
+        kernels.kernelize(model, sp_size=world)
+        for kwargs, match in ((dict(use_cache=True), "use_cache: decoding with a cache under sequence parallelism"),
+                              (dict(attention_mask=torch.tensor([[1] * 9 + [0]] * 2)), "attention_mask: padded")):
+            try:
+                model(input_ids=torch.randint(0, 96, (2, 10)), **kwargs)
+            except NotImplementedError as exc:
+                assert match in str(exc), exc
+            else:
+                raise AssertionError(f"{kwargs} was accepted under SP")
+    finally:
+        dist.destroy_process_group()
+
+
+def run(rank, fn, *args):
+    try:
+        fn(rank, *args)
+    except Exception:
+        traceback.print_exc()
+        raise
