@@ -4,6 +4,7 @@
 for its own), and :func:`select` picks one for a :class:`Context` — the device profile, dtype, shapes,
 packing and sequence-parallel degree of one call — telling why every other candidate was rejected.
 """
+from dispatch import ub
 from dispatch.context import Context
 from dispatch.devices import DeviceProfile, detect, known_profiles, resolve_profile
 from dispatch.packages import probe_package
@@ -36,5 +37,6 @@ __all__ = [
     "registered",
     "resolve_profile",
     "select",
+    "ub",
     "unregister",
 ]

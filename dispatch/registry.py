@@ -12,6 +12,7 @@ from typing import Callable, Iterator
 
 from dispatch.context import Context
 from dispatch.packages import probe_package
+from dispatch.ub import check_launches
 
 #: The ops this package dispatches.
 OPS = ("chunk_gated_delta_rule", "causal_conv1d", "rotary", "fusion_attention")
@@ -28,8 +29,10 @@ class Implementation:
     ``fn`` takes the op's validated arguments (see each op's ``api.py``). ``device_types`` are torch device types
     it runs on; ``packages`` are modules imported lazily the first time it is considered; ``supports`` inspects a
     :class:`Context` and returns ``(ok, reason)``; higher ``priority`` wins among the candidates that fit.
-    ``selectable=False`` keeps an implementation out of automatic selection (it must be forced), as for the
-    slow float64 references.
+    ``launches`` (Triton implementations) lists the kernel launches (:class:`dispatch.ub.Launch`: tile
+    configuration and grid) it would make for a context; on an NPU each must fit the Unified Buffer and the grid
+    cap, or the implementation is rejected with the numbers. ``selectable=False`` keeps an implementation out of
+    automatic selection (it must be forced), as for the slow float64 references.
     """
 
     op: str
@@ -39,6 +42,7 @@ class Implementation:
     priority: int = 0
     packages: tuple[str, ...] = ()
     supports: SupportsFn | None = field(default=None, repr=False)
+    launches: Callable[[Context], tuple] | None = field(default=None, repr=False)
     selectable: bool = True
     description: str = ""
 
@@ -60,6 +64,8 @@ class Implementation:
             ok, reason = self.supports(ctx)
             if not ok:
                 return False, reason or "unsupported (no reason given)"
+        if self.launches is not None and ctx.device.type == "npu":
+            return check_launches(self.launches(ctx), ctx.device, ctx.dtype)
         return True, ""
 
 

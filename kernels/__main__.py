@@ -22,6 +22,7 @@ def _parser() -> argparse.ArgumentParser:
                     "absent: cuda -> sm90, npu -> Ascend910B3), or a profile such as npu:Ascend910B3")
     ex.add_argument("--arch", default=None, help="device model for a simulated profile, e.g. Ascend910B3, sm90")
     ex.add_argument("--sp-size", type=int, default=1)
+    ex.add_argument("--ub-kib", type=int, default=None, help="simulate another Unified Buffer size (NPU)")
     ex.add_argument("--dtype", choices=sorted(_DTYPES), default="bf16")
     ex.add_argument("--packed", action="store_true", help="packed (varlen) batch")
     ex.add_argument("--inference", action="store_true", help="no backward needed")
@@ -44,7 +45,7 @@ def _explain(args) -> int:
         except RuntimeError:
             device = simulated(device)
     shape = ModelShape(**{f: getattr(args, f) for f in ModelShape.__dataclass_fields__})
-    selections = explain(device, sp_size=args.sp_size, dtype=_DTYPES[args.dtype], shape=shape, packed=args.packed,
+    selections = explain(device, sp_size=args.sp_size, ub_kib=args.ub_kib, dtype=_DTYPES[args.dtype], shape=shape, packed=args.packed,
                          mode="inference" if args.inference else "train")
     print(render(selections))
     return 0

@@ -5,8 +5,9 @@ from dataclasses import dataclass
 
 import torch
 
-from dispatch import Context, Selection, resolve_profile, select
+from dispatch import Context, Selection, resolve_profile, select, ub
 from kernels import _contexts
+from kernels.kernelize import NPU_MARKER
 
 
 @dataclass(frozen=True)
@@ -26,10 +27,14 @@ class ModelShape:
     rotary_dim: int = 64
 
 
-def explain(device="cpu", *, sp_size: int = 1, dtype: torch.dtype = torch.bfloat16, shape: ModelShape = ModelShape(),
+def explain(device="cpu", *, sp_size: int = 1, ub_kib: int | None = None, dtype: torch.dtype = torch.bfloat16, shape: ModelShape = ModelShape(),
             packed: bool = False, mode: str = "train", force: dict | None = None) -> list[Selection]:
     """One :class:`Selection` per op for ``shape`` on ``device`` (a real device or a simulated profile name)."""
     profile = resolve_profile(device)
+    if ub_kib is not None:
+        if profile.type != "npu":
+            raise ValueError(f"ub_kib: only an NPU profile has a Unified Buffer, not {profile.spec}")
+        profile = profile.replace(ub_bytes=ub_kib * 1024, name=f"{profile.name}[UB {ub_kib} KiB]")
     contexts = {
         **_contexts.gated_deltanet(num_k_heads=shape.num_k_heads, num_v_heads=shape.num_v_heads,
                                    head_k_dim=shape.head_k_dim, head_v_dim=shape.head_v_dim,
@@ -46,6 +51,35 @@ def explain(device="cpu", *, sp_size: int = 1, dtype: torch.dtype = torch.bfloat
     ]
 
 
+def _launch_lines(sel: Selection) -> list[str]:
+    """The Unified Buffer estimate of every launch of the chosen implementation (NPU profiles)."""
+    ctx, impl = sel.context, sel.chosen
+    if ctx.device.type != "npu" or impl.launches is None or not ctx.device.ub_bytes:
+        return []
+    lines = []
+    for launch in impl.launches(ctx):
+        if launch.kernel in ub.MODELS:
+            est = ub.estimate(launch.kernel, arch=ctx.device, dtype=ctx.dtype, **launch.tile)
+            lines.append(f"    launch {launch.describe()}: UB {est}")
+    return lines
+
+
+def _sp_rule(selections: list[Selection]) -> list[str]:
+    ctx = selections[0].context
+    if ctx.sp_size == 1:
+        return []
+    gdr = next(s for s in selections if s.op == "chunk_gated_delta_rule").chosen
+    npu_kernel = ctx.device.type == "npu" and gdr.device_types == ("npu",)
+    return [
+        f"sequence parallel (Ulysses, sp_size={ctx.sp_size}): kernels see local heads and the global length.",
+        f"  marker rule: a GatedDeltaNet module marked {NPU_MARKER} keeps the chunk_gated_delta_rule bound at",
+        f"  kernelize time (here {gdr.name}: {'an NPU kernel' if npu_kernel else 'portable, so nothing is marked'}).",
+        "  causal_conv1d: a Triton conv whose launches overflow the Unified Buffer at these shapes is rejected",
+        "  (reason above), and the torch conv1d runs instead.",
+        "",
+    ]
+
+
 def render(selections: list[Selection]) -> str:
     ctx = selections[0].context
     lines = [f"device: {ctx.device.describe()}", f"sp_size: {ctx.sp_size}  dtype: {str(ctx.dtype)[6:]}"
@@ -53,5 +87,7 @@ def render(selections: list[Selection]) -> str:
     for sel in selections:
         lines.append(f"[{sel.op}] {sel.context.describe()}")
         lines.append(sel.explain())
+        lines += _launch_lines(sel)
         lines.append("")
+    lines += _sp_rule(selections)
     return "\n".join(lines).rstrip()

@@ -1,6 +1,7 @@
 """Depthwise causal 1-D convolution (the short conv in front of the delta rule)."""
 from dispatch import Implementation, register
 from kernels.causal_conv1d.api import causal_conv1d
+from kernels.causal_conv1d.fla import ascend_launches, causal_conv1d_fla
 from kernels.causal_conv1d.naive import causal_conv1d_reference
 from kernels.causal_conv1d.torch_impl import causal_conv1d_torch
 
@@ -23,6 +24,19 @@ register(
         device_types=("cpu", "cuda", "npu"),
         priority=10,
         description="F.conv1d depthwise over [left context, sequence]; packed via zero padding",
+    )
+)
+
+register(
+    Implementation(
+        op="causal_conv1d",
+        name="fla",
+        fn=causal_conv1d_fla,
+        device_types=("cuda", "npu"),
+        priority=20,
+        packages=("fla.modules.causal_conv1d",),
+        launches=ascend_launches,
+        description="flash-linear-attention's Triton causal conv (Triton-Ascend backend on NPU)",
     )
 )
 

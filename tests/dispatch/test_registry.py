@@ -58,7 +58,7 @@ def test_bad_environment_override(monkeypatch, value, match):
 
 
 def test_forcing_unknown_or_unavailable_implementation_says_why():
-    with pytest.raises(ValueError, match="impl: causal_conv1d has no implementation 'cuda_fast'; known: reference"):
+    with pytest.raises(ValueError, match="impl: causal_conv1d has no implementation 'cuda_fast'; known: fla, reference, torch"):
         select("causal_conv1d", ctx(), force="cuda_fast")
     gpu_only = Implementation("causal_conv1d", "gpu_only", fn=print, device_types=("cuda",))
     with registered(gpu_only):

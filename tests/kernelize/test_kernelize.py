@@ -17,7 +17,8 @@ def counting_standins(device_types, priority=100, prefix="standin"):
     calls = {op: 0 for op in OPS}
     impls = []
     for op in OPS:
-        torch_impl = max((i for i in implementations(op).values() if i.selectable), key=lambda i: i.priority)
+        torch_impl = max((i for i in implementations(op).values() if i.selectable and "cpu" in i.device_types),
+                         key=lambda i: i.priority)
 
         def fn(*args, _op=op, _inner=torch_impl.fn, **kwargs):
             calls[_op] += 1

@@ -36,3 +36,7 @@ def test_marked_modules_keep_their_npu_delta_rule():
 
 def test_bad_group_and_unsupported_calls():
     spawn(workers.bad_group, 2)
+
+
+def test_sp_conv_choice_follows_the_unified_buffer_at_sp_shapes():
+    spawn(workers.sp_dispatch, 2)

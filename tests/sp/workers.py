@@ -1,7 +1,12 @@
 """Code run on every rank of a gloo process group (spawned by tests/sp/test_sequence_parallel.py)."""
 import copy
 import os
+import sys
 import traceback
+
+# as in tests/conftest.py: hide flash-linear-attention, whose Triton kernels cannot run the CPU tensors here (a
+# simulated NPU profile would otherwise select them)
+sys.modules.setdefault("fla", None)
 
 import torch
 import torch.distributed as dist
@@ -128,3 +133,44 @@ def run(rank, fn, *args):
     except Exception:
         traceback.print_exc()
         raise
+
+
+def sp_dispatch(rank: int, world: int, port: int) -> None:
+    """Under SP the conv is chosen at the local-heads / global-length shapes, against the Unified Buffer."""
+    from dispatch import Implementation, implementations, registered, resolve_profile
+    from dispatch.ub import Launch
+
+    init(rank, world, port)
+    try:
+        seen = []
+        torch_conv = implementations("causal_conv1d")["torch"].fn
+
+        def launches(ctx):  # one generic-kernel tile, channel tile up to 128: shrinks with the local channels
+            seen.append(dict(ctx.shapes))
+            return (Launch("fla.causal_conv1d_bwd", {"BT": 64, "BD": min(128, ctx.shapes["D"]), "W": 4}, 40),)
+
+        triton = Implementation("causal_conv1d", "triton_standin", fn=torch_conv, device_types=("npu",),
+                                priority=50, launches=launches)
+        npu = resolve_profile("npu:Ascend910B3")
+        base = build("qwen3_5", **SP_CONFIG)
+        with registered(triton):
+            single = copy.deepcopy(base)
+            report = kernels.kernelize(single, device=npu)  # D = 128 channels: BT=64 x BD=128 overflows 192 KiB
+            assert all(m.ops["causal_conv1d"] != "triton_standin" for m in report.modules if "causal_conv1d" in m.ops)
+            model = copy.deepcopy(base)
+            kernels.kernelize(model, sp_size=world, device=npu)
+            gdn = model.model.layers[0].linear_attn._sp_kernels.ops["causal_conv1d"]
+            for kind, batch in batches(22):
+                check(f"sp dispatch {kind} rank {rank}", loss_and_grads(model, batch, world),
+                      loss_and_grads(single, batch), torch.float64)
+            T = 24 if world == 4 else 22  # the global length after padding to a multiple of sp_size
+            sel = gdn.selection(False, T)
+            assert sel.chosen.name == "triton_standin", sel.explain()
+            assert dict(sel.context.shapes)["D"] == 128 // world and dict(sel.context.shapes)["T"] == T
+            assert sel.context.sp_size == world
+            # a smaller Unified Buffer flips the choice back to torch, with the numbers in the reason
+            kernels.kernelize(model, sp_size=world, device=npu.replace(ub_bytes=32 * 1024))
+            sel = model.model.layers[0].linear_attn._sp_kernels.ops["causal_conv1d"].selection(False, T)
+            assert sel.chosen.name == "torch" and "(ub overflow)" in dict(sel.rejected)["triton_standin"]
+    finally:
+        dist.destroy_process_group()
