@@ -16,6 +16,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="kernelize a tiny Qwen3.5 model and check parity")
     demo.add_argument("--device", default=None, help="torch device (default: cpu)")
+    demo.add_argument("--sp-size", type=int, default=1, help="sequence-parallel ranks (local gloo processes)")
 
     ex = sub.add_parser("explain", help="show the implementation chosen per op and every rejection reason")
     ex.add_argument("--device", default="cpu", help="cpu, cuda, npu (a bare accelerator type is simulated when "
@@ -55,6 +56,10 @@ def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == "demo":
+            if args.sp_size > 1:
+                from kernels.demo_sp import main as demo_sp
+
+                return demo_sp(args.sp_size)
             from kernels.demo import main as demo
 
             return demo(args.device)
