@@ -29,7 +29,43 @@ def _parser() -> argparse.ArgumentParser:
     ex.add_argument("--inference", action="store_true", help="no backward needed")
     for f in ModelShape.__dataclass_fields__.values():
         ex.add_argument("--" + f.name.replace("_", "-"), type=int, default=f.default)
+    ub = sub.add_parser("ub", help="Unified Buffer estimate of a Triton kernel configuration on an Ascend arch",
+                        description="e.g. python -m kernels ub --kernel fla.causal_conv1d_bwd_coregrid "
+                                    "--arch Ascend910B3 --dtype bf16 --BT 64 --BD 64 --W 4")
+    ub.add_argument("--list", action="store_true", help="list the kernels with a UB model")
+    ub.add_argument("--kernel")
+    ub.add_argument("--arch", default="Ascend910B3")
+    ub.add_argument("--dtype", default="bf16")
+
+    cc = sub.add_parser("compile-check", help="compile the kernel configurations the dispatcher can choose")
+    cc.add_argument("--target", choices=("cuda", "ascend", "all"), default="all")
+    cc.add_argument("--full", action="store_true", help="every configuration (default: a representative subset)")
+    cc.add_argument("--write", action="store_true", help="store the results in dispatch/data/compile_table.json")
+    cc.add_argument("--ascend-python", default=None, help="interpreter with triton-ascend + ascendnpu-ir")
+    cc.add_argument("--arch", default="Ascend910B3")
     return p
+
+
+def _ub(args, extra: list[str]) -> int:
+    from dispatch import ub
+
+    if args.list:
+        print("\n".join(ub.kernels()))
+        return 0
+    if not args.kernel:
+        raise ValueError("kernel: give --kernel NAME (see --list)")
+    tile = {}
+    it = iter(extra)
+    for flag in it:
+        value = next(it, None)
+        if not flag.startswith("--") or value is None:
+            raise ValueError(f"tile: expected --NAME INT pairs, got {flag!r}")
+        try:
+            tile[flag[2:]] = int(value)
+        except ValueError:
+            raise ValueError(f"{flag[2:]}: expected an int, got {value!r}") from None
+    print(ub.estimate(args.kernel, arch=args.arch, dtype=args.dtype, **tile))
+    return 0
 
 
 def _explain(args) -> int:
@@ -53,8 +89,17 @@ def _explain(args) -> int:
 
 
 def main(argv=None) -> int:
-    args = _parser().parse_args(argv)
+    args, extra = _parser().parse_known_args(argv)
+    if extra and args.command != "ub":
+        _parser().error(f"unrecognized arguments: {' '.join(extra)}")
     try:
+        if args.command == "ub":
+            return _ub(args, extra)
+        if args.command == "compile-check":
+            from kernels.compile_check.run import main as compile_check
+
+            return compile_check(args.target, full=args.full, write=args.write, ascend_python=args.ascend_python,
+                                 arch=args.arch)
         if args.command == "demo":
             if args.sp_size > 1:
                 from kernels.demo_sp import main as demo_sp
