@@ -1,53 +1,38 @@
-"""chunk_gated_delta_rule forward+backward: our implementations vs transformers' torch fallback.
-
-Run: python -m pytest bench/bench_gated_delta_rule.py --benchmark-only
-(the full sweep, plots and roofline lines are issue 5's; this is the baseline comparison.)
-"""
-import inspect
-import sys
-
+"""chunk_gated_delta_rule: forward and forward+backward, Qwen3.5-like heads, sequence sweep, fp32 / bf16."""
 import pytest
 import torch
-import torch.nn.functional as F
 
-sys.modules.setdefault("fla", None)  # benchmark transformers' own torch path, not a fla kernel that needs a GPU
+from bench.common import QUICK, candidates, fwd_bwd, gdn_inputs, implementations, run_case, transformers_fn
 
-import kernels  # noqa: E402,F401  (registers the implementations)
-from dispatch import implementations  # noqa: E402
-
-SHAPES = [(1, 512, 4, 64), (1, 2048, 8, 128)]
+H, K = (2, 32) if QUICK else (8, 128)
+LENGTHS = [256] if QUICK else [1024, 2048, 8192]
+SHAPES = [dict(B=1, T=T, H=H, HV=H, K=K, V=K) for T in LENGTHS]
 
 
-def inputs(B, T, H, D, dtype=torch.float32):
+def flops(T, backward):
+    C = 64  # chunk: intra-chunk [C, C] products, state [K, V] reads / writes per chunk
+    forward = 2 * H * T * (3 * C * K + 4 * K * K) + 2 * H * T * C * K
+    return forward * (3 if backward else 1)
+
+
+def call(name):
+    if name == "transformers":
+        fn = transformers_fn("torch_chunk_gated_delta_rule")
+        return lambda q, k, v, g, b: fn(q, k, v, g=g, beta=b, use_qk_l2norm_in_kernel=True)
+    impl = implementations("chunk_gated_delta_rule")[name].fn
+    return lambda q, k, v, g, b: impl(q, k, v, g, b, scale=K**-0.5, initial_state=None, output_final_state=False,
+                                      cu_seqlens=None, use_qk_l2norm_in_kernel=True)
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: f"T{s['T']}")
+@pytest.mark.parametrize("dtype", ["fp32", "bf16"])
+@pytest.mark.parametrize("backward", [False, True], ids=["fwd", "fwd+bwd"])
+@pytest.mark.parametrize("impl", sorted({n for s in SHAPES for n in candidates(
+    "chunk_gated_delta_rule", s, torch.float32, True)} | {"transformers"}))
+def test_chunk_gated_delta_rule(benchmark, impl, shape, dtype, backward):
+    from bench.common import DTYPES
+
+    benchmark.group = f"chunk_gated_delta_rule {dtype} {'fwd+bwd' if backward else 'fwd'}"
     gen = torch.Generator().manual_seed(0)
-    q, k, v = (torch.randn(B, T, H, D, generator=gen, dtype=dtype, requires_grad=True) for _ in range(3))
-    g = F.logsigmoid(torch.randn(B, T, H, generator=gen)).requires_grad_()
-    beta = torch.rand(B, T, H, generator=gen, dtype=dtype).requires_grad_()
-    return q, k, v, g, beta
-
-
-def transformers_fallback():
-    from transformers.models.qwen3_5 import modeling_qwen3_5
-
-    fn = inspect.unwrap(modeling_qwen3_5.torch_chunk_gated_delta_rule)
-    return lambda q, k, v, g, beta: fn(q, k, v, g=g, beta=beta, use_qk_l2norm_in_kernel=True)
-
-
-def ours(name):
-    fn = implementations("chunk_gated_delta_rule")[name].fn
-    return lambda q, k, v, g, beta: fn(q, k, v, g, beta, scale=q.shape[-1] ** -0.5, initial_state=None,
-                                       output_final_state=False, cu_seqlens=None, use_qk_l2norm_in_kernel=True)
-
-
-@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "B{}-T{}-H{}-D{}".format(*s))
-@pytest.mark.parametrize("impl", ["torch", "transformers"])
-def test_fwd_bwd(benchmark, impl, shape):
-    run = transformers_fallback() if impl == "transformers" else ours(impl)
-    args = inputs(*shape)
-    benchmark.group = f"chunk_gated_delta_rule fwd+bwd {shape}"
-
-    def step():
-        o, _ = run(*args)
-        o.sum().backward()
-
-    benchmark.pedantic(step, rounds=3, warmup_rounds=1)
+    inputs = gdn_inputs(1, shape["T"], H, K, DTYPES[dtype], gen)
+    run_case(benchmark, fwd_bwd(call(impl), inputs, backward), flops=flops(shape["T"], backward))

@@ -37,6 +37,12 @@ def _parser() -> argparse.ArgumentParser:
     ub.add_argument("--arch", default="Ascend910B3")
     ub.add_argument("--dtype", default="bf16")
 
+    bench = sub.add_parser("bench", help="run the microbenchmarks (source checkout) and render table + plot")
+    bench.add_argument("--op", default=None, help="gated_delta_rule, causal_conv1d, rotary, fusion_attention, "
+                       "dispatch_overhead (default: all)")
+    bench.add_argument("--quick", action="store_true", help="tiny shapes, one round: checks the benchmarks run")
+    bench.add_argument("--out", default=None, help="JSON path (default bench/results/latest.json)")
+
     cc = sub.add_parser("compile-check", help="compile the kernel configurations the dispatcher can choose")
     cc.add_argument("--target", choices=("cuda", "ascend", "all"), default="all")
     cc.add_argument("--full", action="store_true", help="every configuration (default: a representative subset)")
@@ -95,6 +101,10 @@ def main(argv=None) -> int:
     try:
         if args.command == "ub":
             return _ub(args, extra)
+        if args.command == "bench":
+            from kernels.bench import main as bench
+
+            return bench(args.op, quick=args.quick, out=args.out)
         if args.command == "compile-check":
             from kernels.compile_check.run import main as compile_check
 

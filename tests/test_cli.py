@@ -48,3 +48,13 @@ def test_sp_demo_runs_two_ranks():
                          timeout=600)
     assert run.returncode == 0, run.stderr[-2000:]
     assert "--- rank 1 of 2 ---" in run.stdout and "parity with sp_size=1 on every rank: OK" in run.stdout
+
+
+def test_bench_quick_runs_and_renders(tmp_path):
+    out = tmp_path / "quick.json"
+    run = subprocess.run([sys.executable, "-m", "kernels", "bench", "--quick", "--op", "rotary", "--out", str(out)],
+                         capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    table = (tmp_path / "quick.md").read_text()
+    assert "### rotary fp32 fwd+bwd" in table and "| transformers |" in table and "peak memory" in table
+    assert (tmp_path / "quick.png").stat().st_size > 10_000

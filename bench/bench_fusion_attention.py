@@ -1,0 +1,31 @@
+"""fusion_attention at Qwen3.5 shapes (16 query / 2 KV heads of 256), causal, vs transformers' SDPA path."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from bench.common import DTYPES, QUICK, candidates, fwd_bwd, implementations, leaf, run_case
+
+H, HKV, D = (4, 2, 32) if QUICK else (16, 2, 256)
+LENGTHS = [128] if QUICK else [1024, 2048]
+
+
+def call(name):
+    if name == "transformers":  # transformers' sdpa_attention_forward: [B, H, T, D], GQA through enable_gqa
+        return lambda q, k, v: F.scaled_dot_product_attention(
+            q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=True, enable_gqa=True)
+    impl = implementations("fusion_attention")[name].fn
+    return lambda q, k, v: impl(q, k, v, causal=True, scale=None, cu_seqlens=None)
+
+
+@pytest.mark.parametrize("T", LENGTHS, ids=lambda t: f"T{t}")
+@pytest.mark.parametrize("dtype", ["fp32", "bf16"])
+@pytest.mark.parametrize("backward", [False, True], ids=["fwd", "fwd+bwd"])
+@pytest.mark.parametrize("impl", candidates("fusion_attention", {"B": 1, "TQ": LENGTHS[-1], "TK": LENGTHS[-1],
+                                                                 "H": H, "HKV": HKV, "D": D, "DV": D},
+                                            torch.float32, True))
+def test_fusion_attention(benchmark, impl, T, dtype, backward):
+    benchmark.group = f"fusion_attention {dtype} {'fwd+bwd' if backward else 'fwd'}"
+    gen = torch.Generator().manual_seed(0)
+    q, k, v = (leaf(1, T, h, D, dtype=DTYPES[dtype], gen=gen) for h in (H, HKV, HKV))
+    run_case(benchmark, fwd_bwd(call(impl), (q, k, v), backward),
+             flops=2 * H * T * T * D * (3.5 if backward else 1))  # causal: half of 2 matmuls of 2*T*T*D

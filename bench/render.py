@@ -1,0 +1,101 @@
+"""Render pytest-benchmark JSON as a comparison table (Markdown) and a PNG plot.
+
+    python bench/render.py bench/results/latest.json   # writes latest.md and latest.png beside it
+"""
+from __future__ import annotations
+
+import json
+import re
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+
+def load(path: Path):
+    data = json.loads(path.read_text())
+    ceil = data["machine_info"].get("sp_kernels_ceilings", {})
+    rows = []
+    for b in data["benchmarks"]:
+        params = b.get("params") or {}
+        size = params.get("T") or (params.get("shape") or {}).get("T") or 0
+        impl = params.get("impl") or params.get("how")
+        mean = b["stats"]["mean"]
+        extra = b.get("extra_info", {})
+        rows.append(dict(group=b["group"], impl=impl, T=size, seconds=mean, peak=extra.get("peak_bytes"),
+                         flops=extra.get("flops") or 0, bytes=extra.get("bytes") or 0))
+    return rows, ceil, data["machine_info"].get("sp_kernels_device", "")
+
+
+def table(rows, ceil) -> str:
+    by_group = defaultdict(list)
+    for r in rows:
+        by_group[r["group"]].append(r)
+    out = [f"Ceilings measured in the same run: {ceil.get('matmul_gflops')} GFLOP/s fp32 matmul, "
+           f"{ceil.get('copy_gbps')} GB/s copy.", ""]
+    for group, items in by_group.items():
+        base = {r["T"]: r["seconds"] for r in items if r["impl"] == "transformers"}
+        out += [f"### {group}", "", "| impl | T | time (ms) | vs transformers | roofline | peak memory (MB) |",
+                "|---|---|---|---|---|---|"]
+        for r in sorted(items, key=lambda r: (r["impl"], r["T"])):
+            ratio = f"{base[r['T']] / r['seconds']:.2f}x faster" if r["T"] in base and r["impl"] != "transformers" else ""
+            roof = ""
+            if r["flops"] and ceil.get("matmul_gflops"):
+                g = r["flops"] / r["seconds"] / 1e9
+                roof = f"{g:.1f} GFLOP/s ({100 * g / ceil['matmul_gflops']:.0f}% of matmul)"
+            elif r["bytes"] and ceil.get("copy_gbps"):
+                g = r["bytes"] / r["seconds"] / 1e9
+                roof = f"{g:.2f} GB/s ({100 * g / ceil['copy_gbps']:.0f}% of copy)"
+            peak = f"{r['peak'] / 2**20:.1f}" if r["peak"] is not None else ""
+            out.append(f"| {r['impl']} | {r['T']} | {1e3 * r['seconds']:.2f} | {ratio} | {roof} | {peak} |")
+        out.append("")
+    return "\n".join(out)
+
+
+def plot(rows, path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups = sorted({r["group"] for r in rows})
+    cols = 2
+    fig, axes = plt.subplots((len(groups) + cols - 1) // cols, cols, figsize=(12, 3.2 * ((len(groups) + 1) // 2)),
+                             squeeze=False)
+    for ax, group in zip(axes.flat, groups):
+        series = defaultdict(list)
+        for r in rows:
+            if r["group"] == group:
+                series[r["impl"]].append((r["T"], 1e3 * r["seconds"]))
+        for impl, points in sorted(series.items()):
+            points.sort()
+            xs = [p[0] for p in points]
+            ax.plot(xs if any(xs) else range(len(points)), [p[1] for p in points], marker="o", label=impl)
+        ax.set_title(re.sub(r"\s+", " ", group), fontsize=9)
+        ax.set_xlabel("sequence length T")
+        ax.set_ylabel("ms")
+        if all(p[0] for pts in series.values() for p in pts):
+            ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.legend(fontsize=7)
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(groups):]:
+        ax.axis("off")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    path = Path(argv[0])
+    rows, ceil, device = load(path)
+    md = table(rows, ceil)
+    path.with_suffix(".md").write_text(md + "\n")
+    plot(rows, path.with_suffix(".png"), f"sp-kernels microbenchmarks on {device}")
+    print(md)
+    print(f"wrote {path.with_suffix('.md')} and {path.with_suffix('.png')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
