@@ -6,9 +6,12 @@ only without double buffering it falls back to single buffering. The selector us
 kernel configuration that would not compile (``Implementation.launches``), e.g. flash-linear-attention's causal
 conv at the shapes sequence parallelism produces — and then the torch conv1d is chosen.
 
-Each model counts the kernel's live ``[BT, BD]`` tiles: ``io`` tiles in the input dtype (double-buffered when the
-compiler multi-buffers the loads) and ``f32`` accumulator / temporary tiles. See :data:`MODELS` for each model's
-coefficients and where they come from.
+Each :class:`TileModel` counts the kernel's live ``[BT, BD]`` tiles: ``io`` tiles in the input dtype
+(double-buffered when the compiler multi-buffers the loads) and ``f32`` accumulator / temporary tiles. The models
+of flash-linear-attention's causal conv kernels are :class:`FittedTileModel` s instead: calibrated against the real
+compiler (bishengir from ``ascendnpu-ir`` 1.2.0, driven by ``triton-ascend`` 3.2.0 offline — see
+``kernels/compile_check/ascend.py``) on the configurations in ``dispatch/data/ub_table.json``, with which they agree
+on every record (``tests/compile_check/test_ub_table.py``). See :data:`MODELS` for each model's source.
 """
 from __future__ import annotations
 
@@ -41,22 +44,66 @@ class TileModel:
         return single, double
 
 
-MODELS: dict[str, TileModel] = {
-    m.name: m
-    for m in (
-        # flash-linear-attention 0.6 (fla/modules/causal_conv1d/backends/triton_ascend.py). Its own notes: the fp32
-        # core-grid backward at BT=64, BD=64 needs ~200 KB ("fp32 live tiles overflow UB (200KB > 192KB)") while
-        # bf16/fp16 fit; the forward keeps x, y, y_linear and two fp32 tiles live.
-        TileModel("fla.causal_conv1d_fwd_coregrid", io=3, f32=2, extra_f32=8,
-                  source="fitted to flash-linear-attention 0.6's notes; to be calibrated with bishengir"),
-        TileModel("fla.causal_conv1d_bwd_coregrid", io=4, f32=8.5, extra_f32=8,
-                  source="fitted to flash-linear-attention 0.6's notes (fp32 BT=64 BD=64: ~200 KB)"),
-        TileModel("fla.causal_conv1d_fwd", io=2, f32=2, extra_f32=8,
-                  source="flash-linear-attention 0.6 legacy path; counted from the kernel source"),
-        TileModel("fla.causal_conv1d_bwd", io=3, f32=6, extra_f32=8,
-                  source="flash-linear-attention 0.6 legacy path; counted from the kernel source"),
-    )
+@dataclass(frozen=True)
+class FittedTileModel(TileModel):
+    """A model fitted to the compiler: ``bits = a * BT * BD' + b * BD' + c * BT + d`` single-buffered, and
+    ``+ m * BT * BD'`` more double-buffered, with ``(a, b, c, d, m)`` per element size (2: bf16/fp16, 4: fp32) in
+    ``coef`` and ``BD' = max(BD, 32 / elem)`` (UB rows are 32-byte aligned: a bf16 BD=8 row takes 16 columns).
+
+    ``a, b`` (``c = d = 0`` in every fit so far) come from the ``requires N bits`` that bishengir reports for the
+    overflowing configurations of ``dispatch/data/ub_table.json`` (N is the single-buffered need: bishengir reports
+    it after retrying without code motion and multi-buffering): the line through two of them that reproduces the most
+    others exactly (59 of the table's 67 overflow records within 1%). Where only one overflow is known, ``b`` is the
+    other dtype's scaled by the element size. Where N overstates the fits/overflow boundary (some kernels need more
+    without code motion than the configurations that fit with it imply: legacy fwd / bwd_dx bf16, core-grid bwd
+    varlen bf16), ``a`` is the middle of the interval the fits and overflows leave. ``m`` lies between the largest
+    tile that compiled double-buffered and the smallest that compiled only single-buffered.
+    ``parts``: a launch made of several kernels (the worst counts).
+    """
+
+    coef: Mapping[int, tuple[float, float, float, float, float]] = field(default_factory=dict)
+    parts: tuple[str, ...] = ()
+
+    def bits(self, elem: int, BT: int, BD: int, **_) -> tuple[int, int]:
+        if self.parts:
+            both = [MODELS[p].bits(elem, BT=BT, BD=BD) for p in self.parts]
+            return max(b[0] for b in both), max(b[1] for b in both)
+        a, b, c, d, m = self.coef[4 if elem >= 4 else 2]
+        bd = max(BD, 32 // elem)
+        single = a * BT * bd + b * bd + c * BT + d
+        return round(single), round(single + m * BT * bd)
+
+    def bytes(self, elem: int, BT: int, BD: int, **_) -> tuple[int, int]:
+        single, double = self.bits(elem, BT=BT, BD=BD)
+        return -(-single // 8), -(-double // 8)
+
+
+_BISHENGIR = ("fitted to bishengir (ascendnpu-ir 1.2.0 via triton-ascend 3.2.0, Ascend910B3), "
+              "dispatch/data/ub_table.json")
+
+#: flash-linear-attention 0.6's Triton-Ascend causal conv kernels (fla/modules/causal_conv1d/backends/triton_ascend.py)
+#: in the training configuration (weight, no bias, silu, no initial/final state): name -> {elem: (a, b, c, d, m)}
+#: in bits. ``.varlen`` = packed sequences (cu_seqlens); ``.tail`` = the core-grid backward's masked last T-chunk
+#: (TAIL_MODE=1); fla launches it beside the bulk one (TAIL_MODE=0) on the packed path.
+FLA_FITTED: dict[str, dict[int, tuple[float, float, float, float, float]]] = {
+    "fla.causal_conv1d_bwd_coregrid": {2: (304, 384, 0, 0, 32), 4: (288, 672, 0, 0, 86)},
+    "fla.causal_conv1d_bwd_coregrid.tail": {2: (272, 384, 0, 0, 32), 4: (288, 672, 0, 0, 86)},
+    "fla.causal_conv1d_bwd_coregrid.varlen": {2: (279.6, 720, 0, 0, 32), 4: (384, 864, 0, 0, 64)},
+    "fla.causal_conv1d_bwd_dwdb": {2: (1024, 0, 0, 0, 32), 4: (768, 256, 0, 0, 64)},
+    "fla.causal_conv1d_bwd_dx": {2: (71.2, 64, 0, 0, 23), 4: (68.289, 128, 0, 0, 25)},
+    "fla.causal_conv1d_fwd": {2: (71.2, 64, 0, 0, 23), 4: (68.305, 128, 0, 0, 25)},
+    "fla.causal_conv1d_fwd_coregrid": {2: (80, 64, 0, 0, 32), 4: (96, 128, 0, 0, 64)},
+    "fla.causal_conv1d_fwd_coregrid.varlen": {2: (80, 64, 0, 0, 32), 4: (96, 128, 0, 0, 64)},
 }
+
+MODELS: dict[str, TileModel] = {
+    name: FittedTileModel(name, io=0, f32=0, extra_f32=0, source=_BISHENGIR, coef=coef)
+    for name, coef in FLA_FITTED.items()
+}
+# fla 0.6's legacy backward is two launches at the tile dispatch.ub gets: dx, then dw (the worst one counts).
+MODELS["fla.causal_conv1d_bwd"] = FittedTileModel(
+    "fla.causal_conv1d_bwd", io=0, f32=0, extra_f32=0, source=_BISHENGIR + " (max of bwd_dx, bwd_dwdb)",
+    parts=("fla.causal_conv1d_bwd_dx", "fla.causal_conv1d_bwd_dwdb"))
 
 
 @dataclass(frozen=True)
@@ -162,3 +209,45 @@ def check_launches(launches, profile: DeviceProfile, dtype: torch.dtype) -> tupl
                 return False, (f"{launch.describe()} needs {est.bits} bits of UB, "
                                f"{profile.name} has {est.limit_bits} (ub overflow)")
     return True, ""
+
+
+# --- our own portable Triton kernels (kernels/*/triton_impl.py, kernels/gated_delta_rule/fused_recurrent_triton.py)
+
+
+@dataclass(frozen=True)
+class StateTileModel(TileModel):
+    """A recurrent kernel holding a ``[BK, BV]`` float32 state: ``bytes = BK * BV * f32 * 4`` (the state and its
+    temporaries) ``+ (BK + BV) * (io * elem + extra_f32 * 4)`` (the per-token vectors); double buffering adds the
+    ``io`` vectors again."""
+
+    params: tuple[str, ...] = ("BK", "BV")
+
+    def bytes(self, elem: int, BK: int, BV: int, **_) -> tuple[int, int]:  # type: ignore[override]
+        single = int(BK * BV * self.f32 * 4 + (BK + BV) * (self.io * elem + self.extra_f32 * 4))
+        return single, single + int((BK + BV) * self.io * elem)
+
+
+MODELS.update({
+    m.name: m
+    for m in (
+        # kernels/causal_conv1d/triton_impl.py, counted from the kernel source. Forward: io tiles x, initial-state
+        # and y; f32 tiles acc, input, product and sigmoid; BD vectors bias + W weight columns.
+        TileModel("ours.causal_conv1d_fwd", io=3, f32=4, extra_f32=8,
+                  source="counted from kernels/causal_conv1d/triton_impl.py; to be calibrated with bishengir"),
+        # Backward: io tiles dy, x, initial-state, dfinal, dx, dh0; f32 tiles dx_acc, dz, dz0, z, sigmoid, input,
+        # two products; BD vectors: dweight [BD, next_pow2(W)] + dbias + weight columns + bias.
+        TileModel("ours.causal_conv1d_bwd", io=6, f32=8, extra_f32=16,
+                  source="counted from kernels/causal_conv1d/triton_impl.py; to be calibrated with bishengir"),
+        # kernels/rotary/triton_impl.py: BT rows x BD columns, BD = 2 * next_pow2(R/2) + next_pow2(D-R) (both
+        # halves and the pass-through tail of one head). Forward io: x, cos, sin, out; f32: the same four.
+        TileModel("ours.rotary_fwd", io=4, f32=4, extra_f32=0, params=("BT", "BD"),
+                  source="counted from kernels/rotary/triton_impl.py"),
+        # Backward io: dy, x, cos, sin, dx; f32: those five + the dcos / dsin accumulators + a product.
+        TileModel("ours.rotary_bwd", io=5, f32=8, extra_f32=0, params=("BT", "BD"),
+                  source="counted from kernels/rotary/triton_impl.py"),
+        # kernels/gated_delta_rule/fused_recurrent_triton.py: the [BK, BV] state + 3 state-sized temporaries
+        # (h*k, k*delta, h*q); per token q, k (BK) and v, o (BV) vectors in io and f32.
+        StateTileModel("ours.fused_recurrent_gated_delta_rule_fwd", io=4, f32=4, extra_f32=4,
+                       source="counted from kernels/gated_delta_rule/fused_recurrent_triton.py"),
+    )
+})

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 import torch
 
-from dispatch import Context, Selection, resolve_profile, select, ub
+from dispatch import Context, Selection, implementations, resolve_profile, select, ub
 from kernels import _contexts
 from kernels.kernelize import NPU_MARKER
 
@@ -52,15 +52,20 @@ def explain(device="cpu", *, sp_size: int = 1, ub_kib: int | None = None, dtype:
 
 
 def _launch_lines(sel: Selection) -> list[str]:
-    """The Unified Buffer estimate of every launch of the chosen implementation (NPU profiles)."""
-    ctx, impl = sel.context, sel.chosen
-    if ctx.device.type != "npu" or impl.launches is None or not ctx.device.ub_bytes:
+    """On an NPU profile: the Unified Buffer estimate of every launch of each Triton implementation of the op —
+    the chosen one, and the others (whatever rejected them), so the UB side of the decision is visible here."""
+    ctx = sel.context
+    if ctx.device.type != "npu" or not ctx.device.ub_bytes:
         return []
     lines = []
-    for launch in impl.launches(ctx):
-        if launch.kernel in ub.MODELS:
-            est = ub.estimate(launch.kernel, arch=ctx.device, dtype=ctx.dtype, **launch.tile)
-            lines.append(f"    launch {launch.describe()}: UB {est}")
+    for impl in sorted(implementations(sel.op).values(), key=lambda i: i is not sel.chosen):
+        if impl.launches is None:
+            continue
+        tag = "chosen" if impl is sel.chosen else "rejected"
+        for launch in impl.launches(ctx):
+            if launch.kernel in ub.MODELS:
+                est = ub.estimate(launch.kernel, arch=ctx.device, dtype=ctx.dtype, **launch.tile)
+                lines.append(f"    UB {impl.name} ({tag}): {launch.describe()}: {est}")
     return lines
 
 

@@ -34,11 +34,14 @@ def test_explain_shows_the_ub_driven_conv_choice_and_the_marker_rule(capsys):
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "marker rule: a GatedDeltaNet module marked _twinkle_npu_patched keeps" in out
-    if "causal_conv1d: fla" in out:  # fla importable here: its launches are shown with their UB numbers
-        assert "launch fla.causal_conv1d_bwd_coregrid(BT=32, BD=64, W=4; grid 40): UB fits" in out
+    # every Triton implementation's launches are shown with their Unified Buffer numbers, chosen or not
+    assert "UB fla (rejected): fla.causal_conv1d_bwd_coregrid(BT=32, BD=64, W=4; grid 40): fits" in out
+    assert "UB triton (" in out and "ours.causal_conv1d_bwd(" in out
     assert main(args + ["--ub-kib", "96"]) == 0
     small = capsys.readouterr().out
-    assert "causal_conv1d: torch" in small and "UB 96 KiB" in small
+    assert "npu:Ascend910B3[UB 96 KiB]" in small
+    chosen = next(line for line in small.splitlines() if line.startswith("causal_conv1d: "))
+    assert "fla" not in chosen  # fla's tiles do not fit 96 KiB (when fla is importable it is rejected for it)
     assert main(["explain", "--ub-kib", "96"]) == 2
     assert "ub_kib: only an NPU profile has a Unified Buffer" in capsys.readouterr().err
 

@@ -1,5 +1,6 @@
 """Softmax attention with grouped KV heads, causal (bottom-right) or not, packed sequences."""
 from dispatch import Implementation, register
+from kernels._lazy import lazy
 from kernels.attention.api import fusion_attention
 from kernels.attention.naive import attention_reference
 from kernels.attention.torch_impl import attention_sdpa
@@ -23,6 +24,31 @@ register(
         device_types=("cpu", "cuda", "npu"),
         priority=10,
         description="F.scaled_dot_product_attention, one call per packed sequence",
+    )
+)
+
+register(
+    Implementation(
+        op="fusion_attention",
+        name="flash_attn",
+        fn=lazy("kernels.attention.flash_attn", "fusion_attention_flash_attn"),
+        device_types=("cuda",),
+        priority=30,
+        packages=("flash_attn",),
+        supports=lazy("kernels.attention.flash_attn", "supports_flash_attn"),
+        description="flash-attn 2 (varlen for packed sequences)",
+    )
+)
+register(
+    Implementation(
+        op="fusion_attention",
+        name="npu",
+        fn=lazy("kernels.attention.npu", "fusion_attention_npu"),
+        device_types=("npu",),
+        priority=30,
+        packages=("torch_npu",),
+        supports=lazy("kernels.attention.npu", "supports_npu_attention"),
+        description="torch_npu.npu_fusion_attention (BSND / TND, right-down causal sparse mode)",
     )
 )
 

@@ -1,5 +1,7 @@
 """Depthwise causal 1-D convolution (the short conv in front of the delta rule)."""
 from dispatch import Implementation, register
+from kernels._lazy import lazy
+from kernels._triton import with_backend
 from kernels.causal_conv1d.api import causal_conv1d
 from kernels.causal_conv1d.fla import ascend_launches, causal_conv1d_fla
 from kernels.causal_conv1d.naive import causal_conv1d_reference
@@ -35,8 +37,24 @@ register(
         device_types=("cuda", "npu"),
         priority=20,
         packages=("fla.modules.causal_conv1d",),
+        supports=lazy("kernels._fla", "supports_fla"),
         launches=ascend_launches,
         description="flash-linear-attention's Triton causal conv (Triton-Ascend backend on NPU)",
+    )
+)
+
+
+register(
+    Implementation(
+        op="causal_conv1d",
+        name="triton",
+        fn=lazy("kernels.causal_conv1d.triton_impl", "causal_conv1d_triton"),
+        device_types=("cuda", "npu"),
+        priority=30,
+        packages=("triton",),
+        supports=with_backend(lazy("kernels.causal_conv1d.triton_impl", "supports")),
+        launches=lazy("kernels.causal_conv1d.triton_impl", "launches"),
+        description="our portable Triton causal conv (triton / triton-ascend; tiles from the device profile)",
     )
 )
 

@@ -1,5 +1,7 @@
 """Rotary position embedding (transformers' ``apply_rotary_pos_emb``, partial rotary included)."""
 from dispatch import Implementation, register
+from kernels._lazy import lazy
+from kernels._triton import with_backend
 from kernels.rotary.api import apply_rotary_pos_emb
 from kernels.rotary.naive import rotary_reference
 from kernels.rotary.torch_impl import rotary_torch
@@ -23,6 +25,46 @@ register(
         device_types=("cpu", "cuda", "npu"),
         priority=10,
         description="x * cos + rotate_half(x) * sin over the first R dims, the rest passed through",
+    )
+)
+
+
+register(
+    Implementation(
+        op="rotary",
+        name="triton",
+        fn=lazy("kernels.rotary.triton_impl", "rotary_triton"),
+        device_types=("cuda", "npu"),
+        priority=30,
+        packages=("triton",),
+        supports=with_backend(lazy("kernels.rotary.triton_impl", "supports")),
+        launches=lazy("kernels.rotary.triton_impl", "launches"),
+        description="our portable Triton rotary (partial rotary, grouped KV heads; triton / triton-ascend)",
+    )
+)
+
+register(
+    Implementation(
+        op="rotary",
+        name="fla",
+        fn=lazy("kernels.rotary.fla", "apply_rotary_pos_emb_fla"),
+        device_types=("cuda", "npu"),
+        priority=20,
+        packages=("fla.modules.rotary",),
+        supports=lazy("kernels._fla", "supports_fla"),
+        description="flash-linear-attention's rotary (half-width cos/sin shared by the batch; else torch, warned)",
+    )
+)
+register(
+    Implementation(
+        op="rotary",
+        name="npu",
+        fn=lazy("kernels.rotary.npu", "apply_rotary_pos_emb_npu"),
+        device_types=("npu",),
+        priority=35,
+        packages=("torch_npu",),
+        supports=lazy("kernels.rotary.npu", "supports_npu_rotary"),
+        description="torch_npu.npu_rotary_mul on the rotary part, the tail passed through",
     )
 )
 

@@ -6,6 +6,7 @@ import kernels  # noqa: F401  (registers the built-in implementations)
 from dispatch import (FORCE_ENV, Context, Implementation, forced_from_env, implementations, known_profiles,
                       registered, resolve_profile, select)
 from dispatch.devices import npu_profile_for
+from tests.helpers import only_portable
 
 
 def ctx(op="causal_conv1d", device="cpu", **kw):
@@ -23,7 +24,7 @@ def test_selection_is_by_device_and_priority_and_reports_each_rejection():
                               priority=50, supports=lambda c: (c.shapes["D"] <= 16, f"D={c.shapes['D']} > 16"))
     needs_pkg = Implementation("causal_conv1d", "needs_pkg", fn=lambda *a, **k: None, device_types=("cpu", "npu"),
                                priority=90, packages=("surely_not_installed_pkg",))
-    with registered(fast_npu, needs_pkg):
+    with only_portable(), registered(fast_npu, needs_pkg):
         on_cpu = select("causal_conv1d", ctx())
         assert on_cpu.chosen.name == "torch"
         assert dict(on_cpu.rejected)["npu_fast"] == "runs on npu, not cpu"
