@@ -45,7 +45,8 @@ def _parser() -> argparse.ArgumentParser:
 
     cc = sub.add_parser("compile-check", help="compile the kernel configurations the dispatcher can choose")
     cc.add_argument("--target", choices=("cuda", "ascend", "all"), default="all")
-    cc.add_argument("--full", action="store_true", help="every configuration (default: a representative subset)")
+    cc.add_argument("--full", action="store_true", help="every chosen configuration (default: a bounded subset)")
+    cc.add_argument("--calibration", action="store_true", help="also the fla UB calibration grid (Ascend)")
     cc.add_argument("--write", action="store_true", help="store the results in dispatch/data/compile_table.json")
     cc.add_argument("--ascend-python", default=None, help="interpreter with triton-ascend + ascendnpu-ir")
     cc.add_argument("--arch", default="Ascend910B3")
@@ -109,7 +110,7 @@ def main(argv=None) -> int:
             from kernels.compile_check.run import main as compile_check
 
             return compile_check(args.target, full=args.full, write=args.write, ascend_python=args.ascend_python,
-                                 arch=args.arch)
+                                 arch=args.arch, calibration=args.calibration)
         if args.command == "demo":
             if args.sp_size > 1:
                 from kernels.demo_sp import main as demo_sp

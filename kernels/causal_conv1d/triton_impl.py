@@ -476,5 +476,5 @@ def compile_specs() -> list[CompileSpec]:
                                      "BW": _next_pow2(QWEN_W - 1)}
                             spec = CompileSpec(FWD, module, "_causal_conv1d_fwd_kernel", sig, const, name, tile,
                                                note=f"{profile.spec} T={T} D={D}")
-                        specs.setdefault(spec.key, spec)
+                        specs.setdefault((profile.type, spec.key), spec)
     return list(specs.values())

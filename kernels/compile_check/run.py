@@ -16,37 +16,68 @@ from pathlib import Path
 
 from kernels.compile_check.specs import CompileSpec
 
-#: modules with a ``compile_specs()`` function listing their kernels' configurations
-SPEC_SOURCES = (
+#: our Triton kernels: each module's ``compile_specs()`` lists the configurations its ``tile_config`` picks
+OURS = (
     "kernels.causal_conv1d.triton_impl",
     "kernels.rotary.triton_impl",
     "kernels.gated_delta_rule.fused_recurrent_triton",
-    "kernels.compile_check.fla_specs",
 )
 TABLE = Path(__file__).resolve().parents[2] / "dispatch" / "data" / "compile_table.json"
+#: shapes at which the fla launches the dispatcher would make are collected (Qwen3.5 conv widths, with SP)
+FLA_SHAPES = [dict(B=1, T=T, D=D, W=4) for T in (4096, 65536) for D in (10240, 2560, 1280)]
 
 
-def all_specs() -> list[CompileSpec]:
-    specs: dict[str, CompileSpec] = {}
-    for name in SPEC_SOURCES:
-        module = importlib.import_module(name)
-        source = getattr(module, "compile_specs", None) or getattr(module, "fla_conv_specs")
-        for spec in source():
-            specs.setdefault(spec.key, spec)
-    return list(specs.values())
+def _ours(target: str) -> list[CompileSpec]:
+    """Our kernels' chosen configurations for ``target`` ('cuda' or 'ascend'): the spec notes name the profile."""
+    prefix = "cuda:" if target == "cuda" else "npu:"
+    specs = []
+    for name in OURS:
+        specs += [s for s in importlib.import_module(name).compile_specs() if s.note.startswith(prefix)]
+    return specs
 
 
-def subset(specs: list[CompileSpec], per_kernel: int = 2) -> list[CompileSpec]:
-    """A representative bounded subset for CI: the first and the largest tile of each kernel and dtype."""
-    groups: dict[tuple, list[CompileSpec]] = {}
+def _fla_chosen() -> list[CompileSpec]:
+    """The fla configurations the dispatcher's mirror of fla's Ascend tile choice launches (``ascend_launches``)."""
+    import torch
+
+    from dispatch import Context, resolve_profile
+    from kernels.causal_conv1d.fla import ascend_launches
+    from kernels.compile_check import fla_specs
+
+    builders = {"fla.causal_conv1d_fwd_coregrid": [fla_specs.fwd_coregrid],
+                "fla.causal_conv1d_bwd_coregrid": [fla_specs.bwd_coregrid],
+                "fla.causal_conv1d_fwd": [fla_specs.fwd_legacy],
+                "fla.causal_conv1d_bwd": [fla_specs.bwd_dx, fla_specs.bwd_dwdb]}
+    npu = resolve_profile("npu:Ascend910B3")
+    specs = []
+    for dtype, name in ((torch.bfloat16, "bf16"), (torch.float32, "fp32")):
+        for shapes in FLA_SHAPES:
+            for launch in ascend_launches(Context("causal_conv1d", npu, dtype, shapes, requires_grad=True)):
+                specs += [build(name, launch.tile["BT"], launch.tile["BD"]) for build in builders[launch.kernel]]
+    return specs
+
+
+def chosen_specs(target: str) -> list[CompileSpec]:
+    """Every configuration the dispatcher can choose for ``target``: each must compile and fit."""
+    specs = _ours(target) + (_fla_chosen() if target == "ascend" else [])
+    return list({s.key: s for s in specs}.values())
+
+
+def calibration_specs() -> list[CompileSpec]:
+    """The fla grid measured for the UB models (configurations beyond what the dispatcher chooses, on purpose)."""
+    from kernels.compile_check import fla_specs
+
+    return fla_specs.fla_conv_specs() + fla_specs.held_out_specs()
+
+
+def subset(specs: list[CompileSpec]) -> list[CompileSpec]:
+    """A bounded subset for CI: per kernel and dtype, the largest tile (the one closest to the limits)."""
+    largest: dict[tuple, CompileSpec] = {}
     for spec in specs:
-        groups.setdefault((spec.kernel, spec.dtype), []).append(spec)
-    chosen = []
-    for group in groups.values():
-        by_size = sorted(group, key=lambda s: _volume(s.tile))
-        picks = [by_size[0], by_size[-1]][:per_kernel]
-        chosen += [s for i, s in enumerate(picks) if s not in picks[:i]]
-    return chosen
+        key = (spec.kernel, spec.dtype)
+        if key not in largest or _volume(spec.tile) > _volume(largest[key].tile):
+            largest[key] = spec
+    return list(largest.values())
 
 
 def _volume(tile) -> int:
@@ -91,29 +122,33 @@ def render(results: list[dict]) -> str:
 
 
 def main(target: str = "all", full: bool = False, write: bool = False, ascend_python: str | None = None,
-         arch: str = "Ascend910B3") -> int:
-    specs = all_specs()
-    chosen = specs if full else subset(specs)
-    print(f"{len(chosen)} of {len(specs)} configurations ({'full' if full else 'representative subset'})")
-    results = []
-    if target in ("cuda", "all"):
-        results += run_cuda(chosen)
-    if target in ("ascend", "all"):
-        python = ascend_python or os.environ.get("SP_KERNELS_ASCEND_PYTHON")
-        if not python:
-            print("error: --ascend-python or $SP_KERNELS_ASCEND_PYTHON must name an interpreter with "
-                  "triton-ascend==3.2.0 and ascendnpu-ir==1.2.0", file=sys.stderr)
-            return 2
-        results += run_ascend(chosen, python, arch)
+         arch: str = "Ascend910B3", calibration: bool = False) -> int:
+    """Compile the chosen configurations (a bounded subset unless ``full``); fail on an error or on a chosen
+    configuration that does not fit. ``calibration`` adds the fla measurement grid (overflows expected there)."""
+    results, chosen_keys = [], set()
+    for name in (("cuda", "ascend") if target == "all" else (target,)):
+        chosen = chosen_specs(name)
+        picked = chosen if full else subset(chosen)
+        chosen_keys |= {s.key for s in picked}
+        extra = calibration_specs() if (calibration and name == "ascend") else []
+        print(f"{name}: {len(picked)} of {len(chosen)} chosen configurations"
+              f"{' (representative subset)' if not full else ''}{f', {len(extra)} calibration' if extra else ''}")
+        if name == "cuda":
+            results += run_cuda(picked)
+        else:
+            python = ascend_python or os.environ.get("SP_KERNELS_ASCEND_PYTHON")
+            if not python:
+                print("error: --ascend-python or $SP_KERNELS_ASCEND_PYTHON must name an interpreter with "
+                      "triton-ascend==3.2.0 and ascendnpu-ir==1.2.0", file=sys.stderr)
+                return 2
+            results += run_ascend(picked + extra, python, arch)
     print(render(results))
     if write:
         TABLE.parent.mkdir(parents=True, exist_ok=True)
         TABLE.write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")
         print(f"wrote {TABLE}")
-    notes = {s.key: s.note for s in chosen}
-    # calibration grids measure configurations on purpose beyond what the dispatcher chooses
-    failed = [r for r in results if r["status"] == "error"
-              or (r["status"] == "overflow" and "calibration" not in notes.get(r["key"], ""))]
+    failed = [r for r in results if r["status"] == "error" or (r["status"] == "overflow" and r["key"] in chosen_keys)]
     for r in failed:
-        print(f"FAILED {r['key']} on {r.get('target') or r.get('arch')}: {r['status']}", file=sys.stderr)
+        print(f"FAILED {r['key']} on {r.get('target') or r.get('arch')}: {r['status']} {r.get('message', '')}",
+              file=sys.stderr)
     return 1 if failed else 0

@@ -233,5 +233,5 @@ def compile_specs() -> list[CompileSpec]:
                              "L2NORM": True}
                     spec = CompileSpec(KERNEL, __name__, "_fused_recurrent_gdr_fwd_kernel", sig, const, name,
                                        dict(launch.tile), note=f"{profile.spec} N*HV={items} K={K} V={V}")
-                    specs.setdefault(spec.key, spec)
+                    specs.setdefault((profile.type, spec.key), spec)
     return list(specs.values())

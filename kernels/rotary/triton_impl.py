@@ -348,5 +348,5 @@ def compile_specs() -> list[CompileSpec]:
                         tile = {"BT": launch.tile["BT"], "BD": launch.tile["BD"]}
                         spec = CompileSpec(launch.kernel, __name__, fn, sig, const, name, tile,
                                            note=f"{profile.spec} T={T} D={D} R={R}")
-                        specs.setdefault(spec.key, spec)
+                        specs.setdefault((profile.type, spec.key), spec)
     return list(specs.values())
