@@ -1,0 +1,296 @@
+"""The chunked gated delta rule as one ``torch.autograd.Function`` with a hand-written backward.
+
+Per chunk of ``C`` tokens, with ``gc = cumsum(g)``, ``Gam = exp(gc)``, ``D[i, j] = exp(gc_i - gc_j)`` for
+``j <= i`` (0 above the diagonal), ``Ds`` its strictly lower part and ``S`` the entering state (row-vector
+convention, ``S`` is ``[K, V]``)::
+
+    A  = beta_i (k k^T) Ds                    Tm = (I + A)^-1 (explicit, see ``_unit_lower_inverse``)
+    [u | w] = Tm [beta v | beta Gam k]        U  = u - w S
+    o  = (Gam q) S + P U,   P = (q k^T) D     S' = Gam_C S + kd^T U,   kd = k exp(gc_C - gc)
+
+The chunks are processed in blocks of a few chunks (``_block_chunks``). Forward, per block: the intra-chunk
+quantities by batched matmuls, then the state scan over the block's chunks (two matmuls per chunk plus the
+output). Backward, blocks in reverse: a reverse scan (five matmuls per chunk) gives the gradient of every
+state, of ``U`` and of the state-facing operands, then dq, dk, dv, dg, dbeta by batched matmuls again.
+Saved for backward: the raw inputs, the states ``h [NC + 1, BH * G, K, V]``, ``q k^T`` and ``k k^T`` (per
+query/key head), ``Tm``, ``[u | w]`` and ``U``; the chunked (normalised) inputs are recomputed per block.
+
+The optional L2 normalisation of q and k and the ``scale`` of q are folded in (forward and backward), and so
+is the ``[B, T, H, D]`` <-> chunk layout change, so autograd sees one node. Blocks keep temporaries small and
+in cache; on CPU, fresh large allocations (page faults) cost as much as the arithmetic.
+"""
+from __future__ import annotations
+
+import torch
+
+CHUNK = 64
+_BLOCK = 16  # diagonal block size of the explicit triangular inverse
+_EPS = 1e-6  # l2norm: x / sqrt(sum(x^2) + eps), as fla and transformers
+
+
+def _unit_lower_inverse(a: torch.Tensor) -> torch.Tensor:
+    """``(I + a)^-1`` for strictly lower-triangular ``a [..., C, C]`` (batched; CPU triangular solves are slow).
+
+    Diagonal ``b x b`` blocks: ``(I + n)^-1 = (I - n)(I + n^2)(I + n^4)...`` (``n`` is nilpotent); then block-row
+    forward substitution ``X[i, :i] = -X[i, i] (a[i, :i] X[:i, :i])``.
+    """
+    C = a.shape[-1]
+    b = _BLOCK if C % _BLOCK == 0 else C
+    nb = C // b
+    blocks = a.unflatten(-1, (nb, b)).unflatten(-3, (nb, b))  # [..., nb, b, nb, b]
+    n = -blocks.diagonal(dim1=-4, dim2=-2).movedim(-1, -3)  # [..., nb, b, b]
+    x = n + torch.eye(b, dtype=a.dtype, device=a.device)
+    p, power = n, 2
+    while power < b:
+        p = p @ p
+        x = x + x @ p  # x (I + n^power)
+        power *= 2
+    out = torch.zeros_like(a)
+    out.unflatten(-1, (nb, b)).unflatten(-3, (nb, b)).diagonal(dim1=-4, dim2=-2).copy_(x.movedim(-3, -1))
+    for i in range(1, nb):
+        rows, left = slice(i * b, (i + 1) * b), slice(0, i * b)
+        out[..., rows, left] = -(x[..., i, :, :] @ (a[..., rows, left] @ out[..., left, left]))
+    return out
+
+
+def _decay(gc: torch.Tensor) -> torch.Tensor:
+    """``D[..., i, j] = exp(gc_i - gc_j)`` for ``j <= i``, else 0.
+
+    The upper triangle is zeroed before the exp (no overflow) and after it; a float mask is used because ``exp``
+    of ``-inf`` and boolean ``masked_fill`` are several times slower on CPU.
+    """
+    C = gc.shape[-1]
+    lower = torch.ones(C, C, dtype=gc.dtype, device=gc.device).tril_()
+    return (gc[..., :, None] - gc[..., None, :]).mul_(lower).exp_().mul_(lower)
+
+
+def _strictly_lower(x: torch.Tensor) -> torch.Tensor:
+    """A ``[C, C]`` float mask of the strictly lower triangle (``x [..., C, C]`` gives size, dtype, device)."""
+    return torch.ones(x.shape[-2:], dtype=x.dtype, device=x.device).tril_(-1)
+
+
+def _to_chunks(x: torch.Tensor, heads: int, out: torch.Tensor | None = None) -> torch.Tensor:
+    """``[B, T, heads * G, *D]`` -> ``[NC, B * heads, G, C, *D]``: always a copy (updated in place), into ``out``."""
+    B, T, HV = x.shape[:3]
+    x = x.reshape((B, T // CHUNK, CHUNK, heads, HV // heads) + tuple(x.shape[3:]))
+    x = x.permute((1, 0, 3, 4, 2) + tuple(range(5, x.dim())))  # [NC, B, heads, G, C, *D]
+    if out is None:
+        return x.clone(memory_format=torch.contiguous_format).flatten(1, 2)
+    out.unflatten(1, (B, heads)).copy_(x)
+    return out
+
+
+def _store_chunks(dst: torch.Tensor, x: torch.Tensor) -> None:
+    """Write ``x [nb, B * H, G, C, *D]`` into ``dst [B, nb * C, H * G, *D]`` (the inverse of ``_to_chunks``)."""
+    nb, BH, G, C = x.shape[:4]
+    B = dst.shape[0]
+    dst = dst.unflatten(2, (BH // B, G)).unflatten(1, (nb, C))  # [B, nb, C, H, G, *D]
+    dst.permute((1, 0, 3, 4, 2) + tuple(range(5, dst.dim()))).copy_(x.unflatten(1, (B, BH // B)))
+
+
+def _prepare(inputs, tokens: slice, scale: float, l2norm: bool):
+    """One block's chunked operands from the raw ``(q, k, v, g, beta)`` (``tokens`` a slice of whole chunks):
+    q, k normalised (if ``l2norm``) and q scaled, ``gc = cumsum(g)`` per chunk, and ``rq, rk`` the l2norm
+    factors ``(|x|^2 + eps)^-1/2`` (None without l2norm)."""
+    q, k, v, g, beta = (_to_chunks(x[:, tokens], inputs[0].shape[2]) for x in inputs)
+    rq = rk = None
+    if l2norm:
+        rq = torch.linalg.vector_norm(q, dim=-1, keepdim=True).square_().add_(_EPS).rsqrt_()
+        rk = torch.linalg.vector_norm(k, dim=-1, keepdim=True).square_().add_(_EPS).rsqrt_()
+        q.mul_(rq)
+        k.mul_(rk)
+    q.mul_(scale)
+    return q, k, v, g.cumsum(-1), beta, rq, rk
+
+
+def _wy(tm, v, k, beta, gam, out):
+    """``out = [u | w] = Tm [beta v | beta Gam k]``, ``[..., C, V + K]``."""
+    return torch.matmul(tm, torch.cat([v * beta[..., None], k * (beta * gam)[..., None]], dim=-1), out=out)
+
+
+def _flat(x: torch.Tensor) -> torch.Tensor:
+    """``[NC, BH, G, R, S]`` -> ``[NC, BH * G, R, S]`` (a view): one chunk's batched-matmul operands."""
+    return x.flatten(1, 2)
+
+
+def _sum_groups(x: torch.Tensor) -> torch.Tensor:
+    """Sum over the value-head group dim 2 (the G value heads share one query/key head)."""
+    return x if x.shape[2] == 1 else x.sum(2, keepdim=True)
+
+
+def _rowdot(a: torch.Tensor, b: torch.Tensor, scratch: torch.Tensor) -> torch.Tensor:
+    """``(a * b).sum(-1)``, the product written into the flat buffer ``scratch`` (no large temporary)."""
+    shape = torch.broadcast_shapes(a.shape, b.shape)
+    return torch.mul(a, b, out=scratch[: shape.numel()].view(shape)).sum(-1)
+
+
+def _l2norm_backward(y, dy, r, scale: float, scratch: torch.Tensor) -> torch.Tensor:
+    """Gradient through ``y = scale * x * r``, ``r = (|x|^2 + eps)^-1/2``: ``dx = r (s dy - y (y.dy) / s)``."""
+    if scale == 0:
+        return torch.zeros_like(dy)
+    coef = _rowdot(y, dy, scratch).div_(-scale)[..., None]
+    return dy.mul_(scale).addcmul_(y, coef).mul_(r)
+
+
+def _block_chunks(v: torch.Tensor) -> int:
+    """Chunks per block: ~2 MiB per ``[block, BH, G, C, V]`` fp32 slice keeps temporaries small enough to be
+    recycled by the allocator (large fresh buffers cost page faults) and warm in cache."""
+    NC, BH, G, C, V = v.shape
+    return max(1, (1 << 19) // (BH * G * C * V))
+
+
+def _forward_block(q, k, v, gc, beta, h, saved):
+    """Chunks ``[n0, n1)``: q, k, v, gc, beta of the block, ``h`` the states ``[n1 - n0 + 1, BH * G, K, V]``
+    (``h[0]`` given, the rest written) and ``saved = (qk, kk, tm, uw, values, o)`` sliced to the block, written."""
+    qk, kk, tm, uw, values, o = saved
+    V = v.shape[-1]
+    gam = gc.exp()
+    kt = k.transpose(-1, -2)
+    torch.matmul(q, kt, out=qk)
+    torch.matmul(k, kt, out=kk)
+    decay = _decay(gc)
+    tm.copy_(_unit_lower_inverse((kk * beta[..., :, None]).mul_(decay).mul_(_strictly_lower(decay))))
+    _wy(tm, v, k, beta, gam, out=uw)
+    kd3t = _flat(k * (gc[..., -1:] - gc).exp()[..., None]).transpose(-1, -2)
+    p3 = _flat(decay.mul_(qk))  # P = (q k^T) D
+    qg3 = _flat(q * gam[..., None])
+    u3, w3, values3, o3 = (_flat(x) for x in (uw[..., :V], uw[..., V:], values, o))
+    gam3 = gam[..., -1].flatten(1)[..., None, None]  # Gam_C
+    # the sequential part: h[n] enters chunk n, values[n] = u - w h[n], o[n] = qg h[n] + P values[n]
+    for i in range(v.shape[0]):
+        torch.baddbmm(u3[i], w3[i], h[i], alpha=-1, out=values3[i])
+        torch.bmm(qg3[i], h[i], out=o3[i]).baddbmm_(p3[i], values3[i])
+        torch.mul(h[i], gam3[i], out=h[i + 1]).baddbmm_(kd3t[i], values3[i])
+
+
+def _backward_block(prepared, saved, do_grad, dh, scale, l2norm):
+    """Chunks ``[n0, n1)`` in reverse. ``prepared`` = ``_prepare`` of the block, ``saved = (qk, kk, tm, uw,
+    values, h)`` sliced to it (``h`` with ``n1 - n0 + 1`` states), ``do_grad [B, (n1 - n0) C, HV, V]``, ``dh`` =
+    dL/d(state leaving chunk n1 - 1) ``[BH * G, K, V]``. Returns the chunked ``(dq, dk, dv, dg, dbeta)`` of the
+    raw block inputs and dL/d(state entering chunk n0)."""
+    q, k, v, gc, beta, rq, rk = prepared
+    qk, kk, tm, uw, values, h = saved
+    NC, BH, G, C, V = v.shape
+    K = q.shape[-1]
+    gam = gc.exp()
+    kdecay = (gc[..., -1:] - gc).exp()
+    decay = _decay(gc)
+    p = qk * decay
+    qg = q * gam[..., None]
+    kd = k * kdecay[..., None]
+    u, w = uw[..., :V], uw[..., V:]
+
+    # reverse scan with dh = dL/dh[n + 1] (the state leaving chunk n): dU = dL/dvalues, [dL/dqg; -dL/dw] and
+    # dL/dkd of chunk n, then dh <- dL/dh[n]
+    do_du = v.new_empty(NC, BH, G, 2 * C, V)  # [dO; dU] per chunk
+    do, dvalues = do_du[..., :C, :], do_du[..., C:, :]
+    _to_chunks(do_grad, BH // do_grad.shape[0], out=do)
+    torch.bmm(_flat(p).transpose(-1, -2).flatten(0, 1), _flat(do).flatten(0, 1), out=dvalues.flatten(0, 2))
+    dqg_dw, dkd = v.new_empty(NC, BH, G, 2 * C, K), torch.empty_like(kd)
+    dgam_c = gc.new_empty(NC, BH * G, 1, 1)  # dL/dGam_C = <h[n], dL/dh[n + 1]>
+    dh_prev = torch.empty_like(dh)
+    do_du3, dqg_dw3, dkd3, values3 = _flat(do_du), _flat(dqg_dw), _flat(dkd), _flat(values)
+    do3, dvalues3, kd3 = _flat(do), _flat(dvalues), _flat(kd)
+    qg3t, wt3 = _flat(qg).transpose(-1, -2), _flat(w).transpose(-1, -2)
+    gam3 = gam[..., -1].flatten(1)[..., None, None]
+    hv, KV = h.view(NC + 1, BH * G, 1, K * V), K * V
+    for i in range(NC - 1, -1, -1):
+        dvalues3[i].baddbmm_(kd3[i], dh)
+        torch.bmm(values3[i], dh.transpose(-1, -2), out=dkd3[i])
+        torch.bmm(hv[i], dh.view(-1, KV, 1), out=dgam_c[i])
+        torch.bmm(do_du3[i], h[i].transpose(-1, -2), out=dqg_dw3[i])
+        torch.mul(dh, gam3[i], out=dh_prev).baddbmm_(qg3t[i], do3[i]).baddbmm_(wt3[i], dvalues3[i], alpha=-1)
+        dh, dh_prev = dh_prev, dh
+    del qg, kd
+    dq_g, dw = dqg_dw[..., :C, :], dqg_dw[..., C:, :]  # dL/d(Gam q), -dL/dw
+    dp = do @ values.transpose(-1, -2)
+    dvb = tm.transpose(-1, -2) @ dvalues  # [u | w] = Tm [vb | kbg]
+    dkbg = tm.transpose(-1, -2) @ dw  # -dL/dkbg
+    na = dvb @ u.transpose(-1, -2)  # -dL/dA (only its strictly lower part is used)
+    na.flatten(0, 2).baddbmm_(dkbg.flatten(0, 2), w.transpose(-1, -2).flatten(0, 2), alpha=-1)
+    del do_du, do, dvalues, dw  # dq_g (a view) keeps dqg_dw
+    scratch = v.new_empty(NC * BH * G * C * max(K, V))  # for the row dot products
+
+    # D-chain: e = dL/dD * D; dqk = dP * D; dkk = dA * Ds * beta_i
+    e = p.mul_(dp)
+    dqk = dp.mul_(decay)
+    ds = decay.mul_(_strictly_lower(decay))
+    f = (kk * ds).mul_(na)  # -dA * kk * Ds
+    kb = _rowdot(dkbg, k, scratch)  # -dL/dkbg . k
+    dbeta = _rowdot(dvb, v, scratch).sub_(kb * gam).sub_(f.sum(-1))
+    e.addcmul_(f, beta[..., :, None], value=-1)
+    dkk = ds.mul_(na).mul_(beta[..., :, None])  # -dL/dkk
+    del f, na
+
+    # dgc: through D (rows +, columns -), Gam (q and kbg), kd = k Gam_C / Gam and Gam_C; dg = reverse cumsum
+    kd_dot = _rowdot(dkd, k, scratch).mul_(kdecay)
+    dgc = e.sum(-1).sub_(e.sum(-2)).add_(_rowdot(dq_g, q, scratch).mul_(gam))
+    dgc.sub_(kb.mul_(beta * gam)).sub_(kd_dot)
+    dgc[..., -1] += kd_dot.sum(-1) + dgam_c.view(NC, BH, G) * gam[..., -1]
+    dg = dgc.flip(-1).cumsum(-1).flip(-1)
+    del e
+
+    dqk, dkk = _sum_groups(dqk), _sum_groups(dkk)
+    dq = (dqk @ k).add_(_sum_groups(dq_g.mul_(gam[..., None])))
+    dk = dqk.transpose(-1, -2) @ q
+    dkk3, k3 = dkk.flatten(0, 2), k.flatten(0, 2)  # dk -= (dkk + dkk^T) k (a transposed add is slower)
+    dk.flatten(0, 2).baddbmm_(dkk3, k3, alpha=-1).baddbmm_(dkk3.transpose(-1, -2), k3, alpha=-1)
+    dk.sub_(_sum_groups(dkbg.mul_((beta * gam)[..., None]))).add_(_sum_groups(dkd.mul_(kdecay[..., None])))
+    if l2norm:
+        dq = _l2norm_backward(q, dq, rq, scale, scratch)
+        dk = _l2norm_backward(k, dk, rk, 1.0, scratch)
+    else:
+        dq.mul_(scale)
+    return (dq, dk, dvb.mul_(beta[..., None]), dg, dbeta), dh
+
+
+class ChunkGatedDeltaRule(torch.autograd.Function):
+    """``o, final_state = f(q, k, v, g, beta, state, scale, l2norm)``.
+
+    q, k ``[B, T, H, K]``, v ``[B, T, HV, V]``, g, beta ``[B, T, HV]``, state ``[B, HV, K, V]``, all in the compute
+    dtype, ``T`` a multiple of ``CHUNK``. Returns o ``[B, T, HV, V]`` and the final state ``[B, HV, K, V]``.
+    Inside, tensors are ``[NC, B * H, G, C, *]`` (q, k with ``G = 1``, broadcast over the value heads), processed
+    in blocks of chunks (``_forward_block``, ``_backward_block``) that write into full-size saved tensors.
+    """
+
+    @staticmethod
+    def forward(ctx, q, k, v, g, beta, state, scale, l2norm):
+        inputs = (q, k, v, g, beta)
+        (B, T, H, K), (HV, V) = q.shape, v.shape[2:]
+        NC, BH, G, C = T // CHUNK, B * H, HV // H, CHUNK
+        qk, kk = q.new_empty(NC, BH, 1, C, C), q.new_empty(NC, BH, 1, C, C)
+        tm, values = v.new_empty(NC, BH, G, C, C), v.new_empty(NC, BH, G, C, V)
+        uw = v.new_empty(NC, BH, G, C, V + K)
+        h = v.new_empty(NC + 1, BH * G, K, V)  # h[n] enters chunk n
+        h[0] = state.reshape(BH * G, K, V)
+        o = v.new_empty(B, T, HV, V)
+        step = _block_chunks(values)
+        for n0 in range(0, NC, step):
+            b = slice(n0, min(n0 + step, NC))
+            q_, k_, v_, gc, beta_, _, _ = _prepare(inputs, slice(b.start * C, b.stop * C), scale, l2norm)
+            o_ = torch.empty_like(v_)
+            saved = (qk[b], kk[b], tm[b], uw[b], values[b], o_)
+            _forward_block(q_, k_, v_, gc, beta_, h[b.start : b.stop + 1], saved)
+            _store_chunks(o[:, b.start * C : b.stop * C], o_)
+        ctx.save_for_backward(q, k, v, g, beta, qk, kk, tm, uw, values, h)
+        ctx.scale, ctx.l2norm = scale, l2norm
+        return o, h[NC].view(state.shape).clone()
+
+    @staticmethod
+    def backward(ctx, do_grad, dstate):
+        q, k, v, g, beta, qk, kk, tm, uw, values, h = ctx.saved_tensors
+        inputs = (q, k, v, g, beta)
+        NC, BH, G, C, V = values.shape
+        B, K = q.shape[0], q.shape[-1]
+        dh = h.new_zeros(BH * G, K, V) if dstate is None else dstate.reshape(BH * G, K, V).clone()
+        grads = [torch.empty_like(x) for x in inputs]
+        step = _block_chunks(values)
+        for n0 in reversed(range(0, NC, step)):
+            b = slice(n0, min(n0 + step, NC))
+            tokens = slice(b.start * C, b.stop * C)
+            prepared = _prepare(inputs, tokens, ctx.scale, ctx.l2norm)
+            saved = (qk[b], kk[b], tm[b], uw[b], values[b], h[b.start : b.stop + 1])
+            block_grads, dh = _backward_block(prepared, saved, do_grad[:, tokens], dh, ctx.scale, ctx.l2norm)
+            for grad, x in zip(grads, block_grads):
+                _store_chunks(grad[:, tokens], x)
+        return (*grads, dh.view(B, BH * G // B, K, V), None, None)
