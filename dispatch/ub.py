@@ -11,7 +11,9 @@ Each :class:`TileModel` counts the kernel's live ``[BT, BD]`` tiles: ``io`` tile
 of flash-linear-attention's causal conv kernels are :class:`FittedTileModel` s instead: calibrated against the real
 compiler (bishengir from ``ascendnpu-ir`` 1.2.0, driven by ``triton-ascend`` 3.2.0 offline — see
 ``kernels/compile_check/ascend.py``) on the configurations in ``dispatch/data/ub_table.json``, with which they agree
-on every record (``tests/compile_check/test_ub_table.py``). See :data:`MODELS` for each model's source.
+on every record (``tests/compile_check/test_ub_table.py``). So are the models of our own Triton kernels
+(``ours.*``, calibration grid in ``kernels/compile_check/ours_specs.py``); the counted models they replace remain in
+:data:`COUNTED` for the CUDA tile heuristics. See :data:`MODELS` for each model's source.
 """
 from __future__ import annotations
 
@@ -58,7 +60,10 @@ class FittedTileModel(TileModel):
     without code motion than the configurations that fit with it imply: legacy fwd / bwd_dx bf16, core-grid bwd
     varlen bf16), ``a`` is the middle of the interval the fits and overflows leave. ``m`` lies between the largest
     tile that compiled double-buffered and the smallest that compiled only single-buffered.
-    ``parts``: a launch made of several kernels (the worst counts).
+    ``parts``: a launch made of several kernels (the worst counts). A ``coef`` entry may also be a tuple of such
+    rows: phases of one kernel whose peaks the compiler reports separately (the largest counts), e.g. our conv's
+    ``[BT, BD]`` tile phase and its ``[BD]`` column phase (state columns, weights), which dominates only at very wide
+    ``BD`` and small ``BT``. A row may carry a sixth coefficient ``n``: ``+ n * BD'`` more double-buffered.
     """
 
     coef: Mapping[int, tuple[float, float, float, float, float]] = field(default_factory=dict)
@@ -68,10 +73,13 @@ class FittedTileModel(TileModel):
         if self.parts:
             both = [MODELS[p].bits(elem, BT=BT, BD=BD) for p in self.parts]
             return max(b[0] for b in both), max(b[1] for b in both)
-        a, b, c, d, m = self.coef[4 if elem >= 4 else 2]
+        rows = self.coef[4 if elem >= 4 else 2]
+        if not isinstance(rows[0], (tuple, list)):
+            rows = (rows,)
         bd = max(BD, 32 // elem)
-        single = a * BT * bd + b * bd + c * BT + d
-        return round(single), round(single + m * BT * bd)
+        single = [a * BT * bd + b * bd + c * BT + d for a, b, c, d, *_ in rows]
+        double = [s + row[4] * BT * bd + (row[5] * bd if len(row) > 5 else 0) for s, row in zip(single, rows)]
+        return round(max(single)), round(max(double))
 
     def bytes(self, elem: int, BT: int, BD: int, **_) -> tuple[int, int]:
         single, double = self.bits(elem, BT=BT, BD=BD)
@@ -227,17 +235,57 @@ class StateTileModel(TileModel):
         return single, single + int((BK + BV) * self.io * elem)
 
 
-MODELS.update({
+@dataclass(frozen=True)
+class FittedStateTileModel(StateTileModel):
+    """:class:`StateTileModel`'s layout fitted to the compiler: ``bits = a * BK * BV + b * BK + c * BV + d``
+    single-buffered and ``+ m * (BK + BV)`` more double-buffered (the per-token vectors), ``(a, b, c, d, m)`` per
+    element size in ``coef``."""
+
+    coef: Mapping[int, tuple[float, float, float, float, float]] = field(default_factory=dict)
+
+    def bits(self, elem: int, BK: int, BV: int, **_) -> tuple[int, int]:
+        a, b, c, d, m = self.coef[4 if elem >= 4 else 2]
+        single = a * BK * BV + b * BK + c * BV + d
+        return round(single), round(single + m * (BK + BV))
+
+    def bytes(self, elem: int, BK: int, BV: int, **_) -> tuple[int, int]:  # type: ignore[override]
+        single, double = self.bits(elem, BK=BK, BV=BV)
+        return -(-single // 8), -(-double // 8)
+
+
+@dataclass(frozen=True)
+class FittedRotaryModel(FittedTileModel):
+    """The rotary kernels' tiles: ``BT`` rows of two rotary halves (``BH`` columns each, float32 after the load, with
+    ``cos`` / ``sin`` live across the heads) and a pass-through tail (``BP`` columns, copied in the input dtype).
+    ``bits = a * BT * BH + b * BT * BP`` single-buffered, ``+ m * BT * BH + n * BT * BP`` more double-buffered, with
+    ``(a, b, m, n)`` per element size in ``coef``. (One width ``BD = 2 BH + BP`` cannot describe it: the compiler
+    fits ``BT=64`` at ``BH=32, BP=256`` but not at ``BH=128, BP=1``.)"""
+
+    params: tuple[str, ...] = ("BT", "BH", "BP")
+
+    def bits(self, elem: int, BT: int, BH: int = 1, BP: int = 1, **_) -> tuple[int, int]:  # type: ignore[override]
+        a, b, m, n = self.coef[4 if elem >= 4 else 2]
+        single = a * BT * BH + b * BT * BP
+        return round(single), round(single + m * BT * BH + n * BT * BP)
+
+    def bytes(self, elem: int, BT: int, BH: int = 1, BP: int = 1, **_) -> tuple[int, int]:  # type: ignore[override]
+        single, double = self.bits(elem, BT=BT, BH=BH, BP=BP)
+        return -(-single // 8), -(-double // 8)
+
+
+#: Counted from the kernel sources: no longer the Unified Buffer models (the fitted ones below replace them in
+#: MODELS), but the on-chip bytes the CUDA tile heuristics of our kernels keep within the shared memory per block.
+COUNTED: dict[str, TileModel] = {
     m.name: m
     for m in (
         # kernels/causal_conv1d/triton_impl.py, counted from the kernel source. Forward: io tiles x, initial-state
         # and y; f32 tiles acc, input, product and sigmoid; BD vectors bias + W weight columns.
         TileModel("ours.causal_conv1d_fwd", io=3, f32=4, extra_f32=8,
-                  source="counted from kernels/causal_conv1d/triton_impl.py; to be calibrated with bishengir"),
+                  source="counted from kernels/causal_conv1d/triton_impl.py"),
         # Backward: io tiles dy, x, initial-state, dfinal, dx, dh0; f32 tiles dx_acc, dz, dz0, z, sigmoid, input,
         # two products; BD vectors: dweight [BD, next_pow2(W)] + dbias + weight columns + bias.
         TileModel("ours.causal_conv1d_bwd", io=6, f32=8, extra_f32=16,
-                  source="counted from kernels/causal_conv1d/triton_impl.py; to be calibrated with bishengir"),
+                  source="counted from kernels/causal_conv1d/triton_impl.py"),
         # kernels/rotary/triton_impl.py: BT rows x BD columns, BD = 2 * next_pow2(R/2) + next_pow2(D-R) (both
         # halves and the pass-through tail of one head). Forward io: x, cos, sin, out; f32: the same four.
         TileModel("ours.rotary_fwd", io=4, f32=4, extra_f32=0, params=("BT", "BD"),
@@ -250,4 +298,47 @@ MODELS.update({
         StateTileModel("ours.fused_recurrent_gated_delta_rule_fwd", io=4, f32=4, extra_f32=4,
                        source="counted from kernels/gated_delta_rule/fused_recurrent_triton.py"),
     )
-})
+}
+
+_OURS = _BISHENGIR + " (calibration grid of kernels/compile_check/ours_specs.py)"
+
+#: The conv backward's double buffering fails at BT=4, BD=64 though it works at BT=8, BD=32 and BT=2, BD=128 (bf16):
+#: no one linear form separates them. This row never counts single-buffered (its BT term is negative) and catches that
+#: corner double-buffered.
+_CONV_BWD_QUIRK = (0, 0, -50000, 0, 7902, -3125)
+#: our conv kernels (kernels/causal_conv1d/triton_impl.py), the most demanding variant (bias, SiLU, initial state,
+#: final state / its gradient): name -> {elem: row or rows (a, b, c, d, m[, n])} in bits, as FLA_FITTED.
+#: Forward, the [BT, BD] phase: fp32, a from the requires-N of the overflows and b = 120 below them (BT=8, BD=1024
+#: fits single-buffered); bf16, N = 208 BT BD + 160 BT overstates the boundary (every 8192-element tile with
+#: BD <= 256 fits double-buffered, every 16384-element one overflows): a = 120 lies in the interval, and as BT=16,
+#: BD=512 and BT=512, BD=16 fit only single-buffered, n = c = 512. The [BD] column phase: N = 1024 BD + ~320 BT at
+#: BD >= 2048; double-buffering it fails at BT=2, BD=1024. Backward: about 4000 bits per tile element (W^2 recomputed
+#: pre-activations): 256-element tiles fit, 512-element ones overflow (bf16: N within 1% at the long-BT tiles,
+#: overstated up to 25% at the wide ones; fp32: the plane through the three overflows, exact on each).
+OURS_CONV_FITTED: dict[str, dict] = {
+    "ours.causal_conv1d_fwd": {2: ((120, 0, 512, 0, 48, 512), (0, 1024, 320, 0, 0, 1024)),
+                               4: ((176, 120, 192, 0, 96), (0, 1024, 320, 0, 0, 1024))},
+    "ours.causal_conv1d_bwd": {2: ((3900, 1000, 1500, 0, 0, 2000), _CONV_BWD_QUIRK),
+                               4: ((6630, -1672, -40480, 0, 0, 4000), _CONV_BWD_QUIRK)},
+}
+#: our rotary kernels (kernels/rotary/triton_impl.py): {elem: (a, b, m, n)} of :class:`FittedRotaryModel`. ``a`` is
+#: exact (N = 512 BT BH backward, 256 / 272 forward); the tail's ``b`` and the double-buffering terms lie in the
+#: intervals the fits, single-buffered fits and overflows leave.
+OURS_ROTARY_FITTED: dict[str, dict[int, tuple[float, float, float, float]]] = {
+    "ours.rotary_fwd": {2: (272, 4, 32, 4), 4: (256, 8, 160, 8)},
+    "ours.rotary_bwd": {2: (512, 2, 128, 32), 4: (512, 2, 512, 16)},
+}
+#: our fused recurrent delta rule (kernels/gated_delta_rule/fused_recurrent_triton.py, with initial / final state
+#: and in-kernel l2norm): {elem: (a, b, c, d, m)} of :class:`FittedStateTileModel`, exact on the overflows of
+#: BK x BV in {128 x 128, 256 x 64, 256 x 128}; no configuration was seen fitting only single-buffered (m: the
+#: double-buffered q, k / v vectors).
+OURS_STATE_FITTED: dict[str, dict[int, tuple[float, float, float, float, float]]] = {
+    "ours.fused_recurrent_gated_delta_rule_fwd": {2: (128, 48, 32, 8192, 32), 4: (128, 64, 64, 0, 64)},
+}
+
+MODELS.update({name: FittedTileModel(name, io=0, f32=0, extra_f32=0, source=_OURS, coef=coef)
+               for name, coef in OURS_CONV_FITTED.items()})
+MODELS.update({name: FittedRotaryModel(name, io=0, f32=0, extra_f32=0, source=_OURS, coef=coef)
+               for name, coef in OURS_ROTARY_FITTED.items()})
+MODELS.update({name: FittedStateTileModel(name, io=0, f32=0, extra_f32=0, source=_OURS, coef=coef)
+               for name, coef in OURS_STATE_FITTED.items()})

@@ -21,7 +21,7 @@ import triton.language as tl
 
 from dispatch.context import Context
 from dispatch.devices import DeviceProfile, detect, known_profiles
-from dispatch.ub import MODELS, Launch, estimate
+from dispatch.ub import COUNTED, Launch, estimate
 from kernels.compile_check.specs import CompileSpec
 
 KERNEL = "ours.fused_recurrent_gated_delta_rule_fwd"
@@ -121,7 +121,7 @@ def tile_config(profile: DeviceProfile, K: int, V: int, dtype, items: int | None
                 BV //= 2
         return {"BK": BK, "BV": BV}
     limit = profile.shared_memory_bytes or 48 * 1024
-    ok = [bv for bv in bvs if BK * bv <= 4096 and MODELS[KERNEL].bytes(dt.itemsize, BK=BK, BV=bv)[0] <= limit]
+    ok = [bv for bv in bvs if BK * bv <= 4096 and COUNTED[KERNEL].bytes(dt.itemsize, BK=BK, BV=bv)[0] <= limit]
     return {"BK": BK, "BV": ok[0] if ok else 1}
 
 

@@ -18,7 +18,7 @@ import triton.language as tl
 
 from dispatch.context import Context
 from dispatch.devices import DeviceProfile, detect, known_profiles
-from dispatch.ub import MODELS, Launch, estimate
+from dispatch.ub import COUNTED, Launch, estimate
 from kernels.compile_check.specs import CompileSpec
 
 FWD = "ours.rotary_fwd"
@@ -176,7 +176,8 @@ def columns(D: int, R: int) -> tuple[int, int]:
 
 
 def tile_config(profile: DeviceProfile, T: int, D: int, R: int, dtype, *, backward: bool = False) -> dict:
-    """``{"BT", "BD", "BH", "BP"}`` (pure). ``BD = 2 * BH + BP`` is the UB-model width (one head's columns).
+    """``{"BT", "BD", "BH", "BP"}`` (pure). ``BD = 2 * BH + BP`` is one head's columns; the UB model takes ``BH`` and
+    ``BP`` apart (the float32 rotary halves cost the Unified Buffer far more than the copied tail).
 
     ``BT`` is the largest power of two ``<= 64`` (and ``<= next_pow2(T)``) whose tile fits: on an NPU the Unified
     Buffer by the ``ours.rotary_fwd`` / ``_bwd`` model (double-buffered preferred), then halved while fewer work
@@ -193,11 +194,12 @@ def tile_config(profile: DeviceProfile, T: int, D: int, R: int, dtype, *, backwa
         BT = min(16, bts[0])
     elif profile.type == "npu" and profile.ub_bytes:
         fits = [(est.fits_double_buffered, bt) for bt in bts
-                for est in [estimate(kernel, arch=profile, dtype=dt, BT=bt, BD=BD)] if est.fits]
+                for est in [estimate(kernel, arch=profile, dtype=dt, BT=bt, BH=BH, BP=BP)] if est.fits]
         BT = max(fits)[1] if fits else 1
     else:
         limit = profile.shared_memory_bytes or 48 * 1024
-        ok = [bt for bt in bts if bt * BD <= 8192 and MODELS[kernel].bytes(dt.itemsize, BT=bt, BD=BD)[0] <= limit]
+        ok = [bt for bt in bts
+              if bt * BD <= 8192 and COUNTED[kernel].bytes(dt.itemsize, BT=bt, BD=BD)[0] <= limit]
         BT = ok[0] if ok else 1
     return {"BT": BT, "BD": BD, "BH": BH, "BP": BP}
 
@@ -218,7 +220,7 @@ def plan(profile: DeviceProfile, B: int, T: int, D: int, R: int, dtype, backward
         while B * _cdiv(T, cfg["BT"]) < cores and cfg["BT"] > 1:
             cfg["BT"] //= 2
     grid = _grid(profile, B * _cdiv(max(T, 1), cfg["BT"]))
-    return Launch(BWD if backward else FWD, {"BT": cfg["BT"], "BD": cfg["BD"]}, grid)
+    return Launch(BWD if backward else FWD, {"BT": cfg["BT"], "BH": cfg["BH"], "BP": cfg["BP"]}, grid)
 
 
 def launches(ctx: Context) -> tuple[Launch, ...]:
@@ -345,7 +347,7 @@ def compile_specs() -> list[CompileSpec]:
                             sig = {n: ptr for n in ("q", "k", "cos", "sin", "oq", "ok")}
                             sig.update(ints)
                             fn = "_rotary_fwd_kernel"
-                        tile = {"BT": launch.tile["BT"], "BD": launch.tile["BD"]}
+                        tile = dict(launch.tile)
                         spec = CompileSpec(launch.kernel, __name__, fn, sig, const, name, tile,
                                            note=f"{profile.spec} T={T} D={D} R={R}")
                         specs.setdefault((profile.type, spec.key), spec)
