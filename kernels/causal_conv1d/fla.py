@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 from dispatch import Context
 from dispatch.ub import Launch
+from kernels._tiles import cdiv as _cdiv, next_pow2 as _next_pow2
 
 
 def to_fla_state(state: torch.Tensor | None) -> torch.Tensor | None:
@@ -35,12 +36,6 @@ def causal_conv1d_fla(x, weight, bias=None, activation=None, initial_state=None,
 
 # --- fla 0.6 Triton-Ascend tile selection (pure: mirrors backends/triton_ascend.py) ---
 
-def _next_pow2(n: int) -> int:
-    return 1 << max(0, (n - 1).bit_length())
-
-
-def _cdiv(a: int, b: int) -> int:
-    return -(-a // b)
 
 
 def _coregrid_bd(D: int, preferred: int) -> int | None:

@@ -23,6 +23,7 @@ from dispatch.context import Context
 from dispatch.devices import DeviceProfile, detect, known_profiles
 from dispatch.ub import COUNTED, Launch, estimate
 from kernels.compile_check.specs import CompileSpec
+from kernels._tiles import DTYPE_NAMES as _DTYPE_NAMES, cdiv as _cdiv, next_pow2 as _next_pow2
 
 KERNEL = "ours.fused_recurrent_gated_delta_rule_fwd"
 #: the longest sequence this form is chosen for; longer ones belong to the chunked form
@@ -84,15 +85,8 @@ def _fused_recurrent_gdr_fwd_kernel(
 # tile choice and launches (pure)
 # ----------------------------------------------------------------------------------------------------------------
 
-_DTYPE_NAMES = {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32"}
 
 
-def _next_pow2(n: int) -> int:
-    return 1 << max(0, (int(n) - 1).bit_length())
-
-
-def _cdiv(a: int, b: int) -> int:
-    return -(-a // b)
 
 
 def tile_config(profile: DeviceProfile, K: int, V: int, dtype, items: int | None = None) -> dict:

@@ -20,6 +20,7 @@ from dispatch.context import Context
 from dispatch.devices import DeviceProfile, detect, known_profiles
 from dispatch.ub import COUNTED, Launch, estimate
 from kernels.compile_check.specs import CompileSpec
+from kernels._tiles import DTYPE_NAMES as _DTYPE_NAMES, UNKNOWN_T, cdiv as _cdiv, next_pow2 as _next_pow2
 
 FWD = "ours.rotary_fwd"
 BWD = "ours.rotary_bwd"
@@ -158,16 +159,8 @@ def _rotary_bwd_kernel(
 # tile choice and launches (pure)
 # ----------------------------------------------------------------------------------------------------------------
 
-_DTYPE_NAMES = {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32"}
-UNKNOWN_T = 1 << 20
 
 
-def _next_pow2(n: int) -> int:
-    return 1 << max(0, (int(n) - 1).bit_length())
-
-
-def _cdiv(a: int, b: int) -> int:
-    return -(-a // b)
 
 
 def columns(D: int, R: int) -> tuple[int, int]:
