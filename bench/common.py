@@ -51,10 +51,11 @@ def peak_memory(fn) -> int:
 
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         fn()
-    events = sorted((e for e in prof.events() if e.cpu_memory_usage), key=lambda e: e.time_range.start)
+    # self_ (not cpu_memory_usage, which also counts the op's children): each allocation / free counted once
+    events = sorted((e for e in prof.events() if e.self_cpu_memory_usage), key=lambda e: e.time_range.start)
     current = peak = 0
     for event in events:
-        current += event.cpu_memory_usage
+        current += event.self_cpu_memory_usage
         peak = max(peak, current)
     return peak
 
