@@ -88,24 +88,27 @@ def _store_chunks(dst: torch.Tensor, x: torch.Tensor) -> None:
     dst.permute((1, 0, 3, 4, 2) + tuple(range(5, dst.dim()))).copy_(x.unflatten(1, (B, BH // B)))
 
 
-def _prepare(inputs, tokens: slice, scale: float, l2norm: bool):
-    """One block's chunked operands from the raw ``(q, k, v, g, beta)`` (``tokens`` a slice of whole chunks):
-    q, k normalised (if ``l2norm``) and q scaled, ``gc = cumsum(g)`` per chunk, and ``rq, rk`` the l2norm
-    factors ``(|x|^2 + eps)^-1/2`` (None without l2norm)."""
-    q, k, v, g, beta = (_to_chunks(x[:, tokens], inputs[0].shape[2]) for x in inputs)
-    rq = rk = None
+def _prepare(inputs, tokens: slice, scale: float, l2norm: bool, out):
+    """Write one block's chunked operands from the raw ``(q, k, v, g, beta)`` (``tokens`` a slice of whole
+    chunks) into ``out = (q, k, v, gc, beta, rq, rk)``: q, k normalised (if ``l2norm``) and q scaled,
+    ``gc = cumsum(g)`` per chunk, ``rq, rk`` the l2norm factors ``(|x|^2 + eps)^-1/2`` (None without l2norm)."""
+    heads = inputs[0].shape[2]
+    q, k, v, gc, beta, rq, rk = out
+    for x, dst in zip(inputs, (q, k, v, gc, beta)):
+        _to_chunks(x[:, tokens], heads, out=dst)
     if l2norm:
-        rq = torch.linalg.vector_norm(q, dim=-1, keepdim=True).square_().add_(_EPS).rsqrt_()
-        rk = torch.linalg.vector_norm(k, dim=-1, keepdim=True).square_().add_(_EPS).rsqrt_()
+        torch.linalg.vector_norm(q, dim=-1, keepdim=True, out=rq).square_().add_(_EPS).rsqrt_()
+        torch.linalg.vector_norm(k, dim=-1, keepdim=True, out=rk).square_().add_(_EPS).rsqrt_()
         q.mul_(rq)
         k.mul_(rk)
     q.mul_(scale)
-    return q, k, v, g.cumsum(-1), beta, rq, rk
+    gc.cumsum_(-1)
 
 
 def _wy(tm, v, k, beta, gam, out):
-    """``out = [u | w] = Tm [beta v | beta Gam k]``, ``[..., C, V + K]``."""
-    return torch.matmul(tm, torch.cat([v * beta[..., None], k * (beta * gam)[..., None]], dim=-1), out=out)
+    """``out = [u | -w] = Tm [beta v | -beta Gam k]``, ``[..., C, V + K]`` (``w`` stored negated: ``U = u + (-w) S``
+    is then one multiply-add)."""
+    return torch.matmul(tm, torch.cat([v * beta[..., None], k * (beta * gam).neg_()[..., None]], dim=-1), out=out)
 
 
 def _flat(x: torch.Tensor) -> torch.Tensor:
@@ -132,6 +135,11 @@ def _l2norm_backward(y, dy, r, scale: float, scratch: torch.Tensor) -> torch.Ten
     return dy.mul_(scale).addcmul_(y, coef).mul_(r)
 
 
+def _slice(tensors, b: slice):
+    """The chunks ``b`` of each chunked tensor (``None`` stays ``None``)."""
+    return tuple(None if x is None else x[b] for x in tensors)
+
+
 def _block_chunks(v: torch.Tensor) -> int:
     """Chunks per block: ~2 MiB per ``[block, BH, G, C, V]`` fp32 slice keeps temporaries small enough to be
     recycled by the allocator (large fresh buffers cost page faults) and warm in cache."""
@@ -141,7 +149,10 @@ def _block_chunks(v: torch.Tensor) -> int:
 
 def _forward_block(q, k, v, gc, beta, h, saved):
     """Chunks ``[n0, n1)``: q, k, v, gc, beta of the block, ``h`` the states ``[n1 - n0 + 1, BH * G, K, V]``
-    (``h[0]`` given, the rest written) and ``saved = (qk, kk, tm, uw, values, o)`` sliced to the block, written."""
+    (``h[0]`` given, the rest written) and ``saved = (qk, kk, tm, uw, values, o)`` sliced to the block, written.
+
+    Only the state recurrence is sequential (two matmuls per chunk); the outputs ``o = (Gam q) h + P U`` are
+    batched over the block once its states are known."""
     qk, kk, tm, uw, values, o = saved
     V = v.shape[-1]
     gam = gc.exp()
@@ -152,22 +163,24 @@ def _forward_block(q, k, v, gc, beta, h, saved):
     tm.copy_(_unit_lower_inverse((kk * beta[..., :, None]).mul_(decay).mul_(_strictly_lower(decay))))
     _wy(tm, v, k, beta, gam, out=uw)
     kd3t = _flat(k * (gc[..., -1:] - gc).exp()[..., None]).transpose(-1, -2)
-    p3 = _flat(decay.mul_(qk))  # P = (q k^T) D
-    qg3 = _flat(q * gam[..., None])
-    u3, w3, values3, o3 = (_flat(x) for x in (uw[..., :V], uw[..., V:], values, o))
+    u3, nw3, values3 = (_flat(x) for x in (uw[..., :V], uw[..., V:], values))
     gam3 = gam[..., -1].flatten(1)[..., None, None]  # Gam_C
-    # the sequential part: h[n] enters chunk n, values[n] = u - w h[n], o[n] = qg h[n] + P values[n]
-    for i in range(v.shape[0]):
-        torch.baddbmm(u3[i], w3[i], h[i], alpha=-1, out=values3[i])
-        torch.bmm(qg3[i], h[i], out=o3[i]).baddbmm_(p3[i], values3[i])
+    for i in range(v.shape[0]):  # h[n] enters chunk n: values[n] = u + (-w) h[n], h[n + 1] = Gam_C h[n] + kd^T values
+        torch.baddbmm(u3[i], nw3[i], h[i], out=values3[i])
         torch.mul(h[i], gam3[i], out=h[i + 1]).baddbmm_(kd3t[i], values3[i])
+    qg = q * gam[..., None]
+    torch.bmm(qg.flatten(0, 2), h[:-1].flatten(0, 1), out=o.flatten(0, 2))
+    o.flatten(0, 2).baddbmm_(decay.mul_(qk).flatten(0, 2), values.flatten(0, 2))  # + P values, P = (q k^T) D
 
 
 def _backward_block(prepared, saved, do_grad, dh, scale, l2norm):
-    """Chunks ``[n0, n1)`` in reverse. ``prepared`` = ``_prepare`` of the block, ``saved = (qk, kk, tm, uw,
-    values, h)`` sliced to it (``h`` with ``n1 - n0 + 1`` states), ``do_grad [B, (n1 - n0) C, HV, V]``, ``dh`` =
-    dL/d(state leaving chunk n1 - 1) ``[BH * G, K, V]``. Returns the chunked ``(dq, dk, dv, dg, dbeta)`` of the
-    raw block inputs and dL/d(state entering chunk n0)."""
+    """Chunks ``[n0, n1)`` in reverse. ``prepared = (q, k, v, gc, beta, rq, rk)`` and ``saved = (qk, kk, tm, uw,
+    values, h)`` sliced to the block (``h`` with ``n1 - n0 + 1`` states), ``do_grad [B, (n1 - n0) C, HV, V]``,
+    ``dh`` = dL/d(state leaving chunk n1 - 1) ``[BH * G, K, V]``. Returns the chunked ``(dq, dk, dv, dg, dbeta)``
+    of the raw block inputs and dL/d(state entering chunk n0).
+
+    Only the reverse state recurrence is sequential (two matmuls per chunk); what does not feed it (the
+    ``(Gam q)^T dO`` terms before it, the state-facing gradients after it) is batched over the block."""
     q, k, v, gc, beta, rq, rk = prepared
     qk, kk, tm, uw, values, h = saved
     NC, BH, G, C, V = v.shape
@@ -178,39 +191,37 @@ def _backward_block(prepared, saved, do_grad, dh, scale, l2norm):
     p = qk * decay
     qg = q * gam[..., None]
     kd = k * kdecay[..., None]
-    u, w = uw[..., :V], uw[..., V:]
+    u, nw = uw[..., :V], uw[..., V:]
 
-    # reverse scan with dh = dL/dh[n + 1] (the state leaving chunk n): dU = dL/dvalues, [dL/dqg; -dL/dw] and
-    # dL/dkd of chunk n, then dh <- dL/dh[n]
-    do_du = v.new_empty(NC, BH, G, 2 * C, V)  # [dO; dU] per chunk
+    do_du = v.new_empty(NC, BH, G, 2 * C, V)  # [dO; dU] per chunk, dU = dL/dvalues
     do, dvalues = do_du[..., :C, :], do_du[..., C:, :]
     _to_chunks(do_grad, BH // do_grad.shape[0], out=do)
     torch.bmm(_flat(p).transpose(-1, -2).flatten(0, 1), _flat(do).flatten(0, 1), out=dvalues.flatten(0, 2))
-    dqg_dw, dkd = v.new_empty(NC, BH, G, 2 * C, K), torch.empty_like(kd)
-    dgam_c = gc.new_empty(NC, BH * G, 1, 1)  # dL/dGam_C = <h[n], dL/dh[n + 1]>
-    dh_prev = torch.empty_like(dh)
-    do_du3, dqg_dw3, dkd3, values3 = _flat(do_du), _flat(dqg_dw), _flat(dkd), _flat(values)
-    do3, dvalues3, kd3 = _flat(do), _flat(dvalues), _flat(kd)
-    qg3t, wt3 = _flat(qg).transpose(-1, -2), _flat(w).transpose(-1, -2)
+    # dhs[n] = dL/dh[n] (the state entering chunk n of the block); first its (Gam q)^T dO term, batched
+    dhs = h.new_empty(NC + 1, BH * G, K, V)
+    dhs[NC] = dh
+    torch.bmm(qg.flatten(0, 2).transpose(-1, -2), do.flatten(0, 2), out=dhs[:NC].flatten(0, 1))
+    dvalues3, kd3, nwt3 = _flat(dvalues), _flat(kd), _flat(nw).transpose(-1, -2)
     gam3 = gam[..., -1].flatten(1)[..., None, None]
-    hv, KV = h.view(NC + 1, BH * G, 1, K * V), K * V
-    for i in range(NC - 1, -1, -1):
-        dvalues3[i].baddbmm_(kd3[i], dh)
-        torch.bmm(values3[i], dh.transpose(-1, -2), out=dkd3[i])
-        torch.bmm(hv[i], dh.view(-1, KV, 1), out=dgam_c[i])
-        torch.bmm(do_du3[i], h[i].transpose(-1, -2), out=dqg_dw3[i])
-        torch.mul(dh, gam3[i], out=dh_prev).baddbmm_(qg3t[i], do3[i]).baddbmm_(wt3[i], dvalues3[i], alpha=-1)
-        dh, dh_prev = dh_prev, dh
-    del qg, kd
-    dq_g, dw = dqg_dw[..., :C, :], dqg_dw[..., C:, :]  # dL/d(Gam q), -dL/dw
+    for i in range(NC - 1, -1, -1):  # dU[n] += kd dh[n + 1]; dh[n] += Gam_C dh[n + 1] + (-w)^T dU[n]
+        dvalues3[i].baddbmm_(kd3[i], dhs[i + 1])
+        dhs[i].addcmul_(dhs[i + 1], gam3[i]).baddbmm_(nwt3[i], dvalues3[i])
+    del qg
+    # the state-facing gradients, batched: dkd = U dh[n + 1]^T, dGam_C = <h[n], dh[n + 1]>, [dL/d(Gam q);
+    # dL/d(-w)] = [dO; dU] h[n]^T
+    hT, dh_next = h[:NC].flatten(0, 1).transpose(-1, -2), dhs[1:].flatten(0, 1)
+    dkd = torch.bmm(values.flatten(0, 2), dh_next.transpose(-1, -2)).view_as(kd)
+    dgam_c = torch.linalg.vecdot(h[:NC].flatten(-2), dhs[1:].flatten(-2))  # [NC, BH * G]
+    dqg_dw = torch.bmm(do_du.flatten(0, 2), hT).view(NC, BH, G, 2 * C, K)
+    dh = dhs[0]
+    dq_g, dw = dqg_dw[..., :C, :], dqg_dw[..., C:, :]  # dL/d(Gam q), dL/d(-w)
     dp = do @ values.transpose(-1, -2)
-    dvb = tm.transpose(-1, -2) @ dvalues  # [u | w] = Tm [vb | kbg]
+    dvb = tm.transpose(-1, -2) @ dvalues  # [u | -w] = Tm [vb | -kbg]
     dkbg = tm.transpose(-1, -2) @ dw  # -dL/dkbg
     na = dvb @ u.transpose(-1, -2)  # -dL/dA (only its strictly lower part is used)
-    na.flatten(0, 2).baddbmm_(dkbg.flatten(0, 2), w.transpose(-1, -2).flatten(0, 2), alpha=-1)
-    del do_du, do, dvalues, dw  # dq_g (a view) keeps dqg_dw
+    na.flatten(0, 2).baddbmm_(dkbg.flatten(0, 2), nw.transpose(-1, -2).flatten(0, 2))
+    del do_du, do, dvalues, dw, dhs  # dq_g (a view) keeps dqg_dw
     scratch = v.new_empty(NC * BH * G * C * max(K, V))  # for the row dot products
-
     # D-chain: e = dL/dD * D; dqk = dP * D; dkk = dA * Ds * beta_i
     e = p.mul_(dp)
     dqk = dp.mul_(decay)
@@ -258,6 +269,11 @@ class ChunkGatedDeltaRule(torch.autograd.Function):
         inputs = (q, k, v, g, beta)
         (B, T, H, K), (HV, V) = q.shape, v.shape[2:]
         NC, BH, G, C = T // CHUNK, B * H, HV // H, CHUNK
+        # the chunked, normalised operands (saved: the backward does not redo the layout change and l2norm)
+        qc, kc = q.new_empty(NC, BH, 1, C, K), q.new_empty(NC, BH, 1, C, K)
+        vc, gc, betac = v.new_empty(NC, BH, G, C, V), g.new_empty(NC, BH, G, C), beta.new_empty(NC, BH, G, C)
+        rq, rk = (q.new_empty(NC, BH, 1, C, 1), q.new_empty(NC, BH, 1, C, 1)) if l2norm else (None, None)
+        prepared = (qc, kc, vc, gc, betac, rq, rk)
         qk, kk = q.new_empty(NC, BH, 1, C, C), q.new_empty(NC, BH, 1, C, C)
         tm, values = v.new_empty(NC, BH, G, C, C), v.new_empty(NC, BH, G, C, V)
         uw = v.new_empty(NC, BH, G, C, V + K)
@@ -267,30 +283,35 @@ class ChunkGatedDeltaRule(torch.autograd.Function):
         step = _block_chunks(values)
         for n0 in range(0, NC, step):
             b = slice(n0, min(n0 + step, NC))
-            q_, k_, v_, gc, beta_, _, _ = _prepare(inputs, slice(b.start * C, b.stop * C), scale, l2norm)
-            o_ = torch.empty_like(v_)
+            tokens = slice(b.start * C, b.stop * C)
+            block = _slice(prepared, b)
+            _prepare(inputs, tokens, scale, l2norm, out=block)
+            o_ = torch.empty_like(block[2])
             saved = (qk[b], kk[b], tm[b], uw[b], values[b], o_)
-            _forward_block(q_, k_, v_, gc, beta_, h[b.start : b.stop + 1], saved)
-            _store_chunks(o[:, b.start * C : b.stop * C], o_)
-        ctx.save_for_backward(q, k, v, g, beta, qk, kk, tm, uw, values, h)
-        ctx.scale, ctx.l2norm = scale, l2norm
+            _forward_block(*block[:5], h[b.start : b.stop + 1], saved)
+            _store_chunks(o[:, tokens], o_)
+        ctx.save_for_backward(*(x for x in prepared if x is not None), qk, kk, tm, uw, values, h)
+        ctx.scale, ctx.l2norm, ctx.B = scale, l2norm, B
         return o, h[NC].view(state.shape).clone()
 
     @staticmethod
     def backward(ctx, do_grad, dstate):
-        q, k, v, g, beta, qk, kk, tm, uw, values, h = ctx.saved_tensors
-        inputs = (q, k, v, g, beta)
+        saved = ctx.saved_tensors
+        n = 7 if ctx.l2norm else 5
+        prepared, (qk, kk, tm, uw, values, h) = tuple(saved[:n]) + (None,) * (7 - n), saved[n:]
         NC, BH, G, C, V = values.shape
-        B, K = q.shape[0], q.shape[-1]
+        B, H, K = ctx.B, BH // ctx.B, prepared[0].shape[-1]
         dh = h.new_zeros(BH * G, K, V) if dstate is None else dstate.reshape(BH * G, K, V).clone()
-        grads = [torch.empty_like(x) for x in inputs]
+        T = NC * C
+        grads = [h.new_empty(B, T, H, K), h.new_empty(B, T, H, K), h.new_empty(B, T, H * G, V),
+                 h.new_empty(B, T, H * G), h.new_empty(B, T, H * G)]
         step = _block_chunks(values)
         for n0 in reversed(range(0, NC, step)):
             b = slice(n0, min(n0 + step, NC))
             tokens = slice(b.start * C, b.stop * C)
-            prepared = _prepare(inputs, tokens, ctx.scale, ctx.l2norm)
-            saved = (qk[b], kk[b], tm[b], uw[b], values[b], h[b.start : b.stop + 1])
-            block_grads, dh = _backward_block(prepared, saved, do_grad[:, tokens], dh, ctx.scale, ctx.l2norm)
+            block = (qk[b], kk[b], tm[b], uw[b], values[b], h[b.start : b.stop + 1])
+            block_grads, dh = _backward_block(_slice(prepared, b), block, do_grad[:, tokens], dh, ctx.scale,
+                                              ctx.l2norm)
             for grad, x in zip(grads, block_grads):
                 _store_chunks(grad[:, tokens], x)
         return (*grads, dh.view(B, BH * G // B, K, V), None, None)
