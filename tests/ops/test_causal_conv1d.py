@@ -57,7 +57,7 @@ def _assert_close(a, b, tol):
         torch.testing.assert_close(oa, ob, atol=tol, rtol=tol)
     assert grads_a.keys() == grads_b.keys()
     for k in grads_a:
-        torch.testing.assert_close(grads_a[k], grads_b[k], atol=tol, rtol=tol, msg=lambda m: f"grad {k}: {m}")
+        torch.testing.assert_close(grads_a[k], grads_b[k], atol=tol, rtol=tol, msg=lambda m, k=k: f"grad {k}: {m}")
 
 
 SHAPES = [
@@ -166,6 +166,54 @@ def test_hypothesis_packed(lens, W, seed):
     ref = _run("reference", F64, inputs, activation="silu", output_final_state=True, cu_seqlens=cu)
     got = _run("torch", F64, inputs, activation="silu", output_final_state=True, cu_seqlens=cu)
     _assert_close(got, ref, 1e-10)
+
+
+@pytest.mark.parametrize("tile", [1, 2, 3, 5, 7], ids=lambda t: f"tile{t}")
+@pytest.mark.parametrize("activation", [None, "silu"])
+@pytest.mark.parametrize("state", [False, True], ids=["zero-state", "initial-state"])
+@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-10), (torch.float32, 1e-5)], ids=["f64", "f32"])
+def test_torch_tiles_match_reference(monkeypatch, tile, activation, state, dtype, tol):
+    """Many tiles on a small shape: boundaries inside the first W-1 rows (tile < W-1), T not a multiple of the tile,
+    tiles shorter than the W-1 rows of right context (dpre) the backward carries from tile to tile."""
+    from kernels.causal_conv1d import torch_impl
+
+    calls = []
+    monkeypatch.setattr(torch_impl, "_tile_len", lambda row_bytes, W: calls.append(W) or tile)
+    B, T, D, W = 2, 13, 3, 4
+    for seed in (1, 2):  # fresh inputs each time
+        inputs = _inputs(B, T, D, W, state=state, seed=100 * tile + seed)
+        ref = _run("reference", F64, inputs, activation=activation, output_final_state=True)
+        got = _run("torch", dtype, inputs, activation=activation, output_final_state=True)
+        _assert_close(got, ref, tol)
+    assert calls  # the tile length was used
+
+
+@pytest.mark.parametrize("tile", [1, 2, 4])
+def test_torch_tiles_packed_match_reference(monkeypatch, tile):
+    from kernels.causal_conv1d import torch_impl
+
+    monkeypatch.setattr(torch_impl, "_tile_len", lambda row_bytes, W: tile)
+    lens = [5, 1, 0, 9, 2]
+    cu = torch.tensor([0] + torch.tensor(lens).cumsum(0).tolist())
+    inputs = _inputs(1, sum(lens), 4, 4, state=True, n=len(lens), seed=tile)
+    ref = _run("reference", F64, inputs, activation="silu", output_final_state=True, cu_seqlens=cu)
+    got = _run("torch", F64, inputs, activation="silu", output_final_state=True, cu_seqlens=cu)
+    _assert_close(got, ref, 1e-10)
+
+
+@pytest.mark.parametrize("tile_bytes", [1, 8192])
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.bfloat16, 5e-2)], ids=["f32", "bf16"])
+def test_torch_default_tile_len_matches_reference(monkeypatch, tile_bytes, dtype, tol):
+    """The default tile length (at least W rows; 8 KiB = 8 rows of 2 x 128 float32), several tiles; bfloat16 inputs
+    against the reference on the same (bf16-rounded) inputs."""
+    from kernels.causal_conv1d import torch_impl
+
+    monkeypatch.setattr(torch_impl, "TILE_BYTES", tile_bytes)
+    B, T, D, W = 2, 29, 128, 4
+    inputs = {k: t.to(dtype).to(F64) for k, t in _inputs(B, T, D, W, state=True, seed=9).items()}
+    ref = _run("reference", F64, inputs, activation="silu", output_final_state=True)
+    got = _run("torch", dtype, inputs, activation="silu", output_final_state=True)
+    _assert_close(got, ref, tol)
 
 
 # --- what users use today: transformers' torch fallbacks ------------------------------------------------------
@@ -371,4 +419,4 @@ def test_implementations_called_directly_accept_swish():
             continue  # accelerator implementations (fla) take their activation names from their library
         y_swish, _ = impl.fn(**inputs, activation="swish")
         y_silu, _ = impl.fn(**inputs, activation="silu")
-        torch.testing.assert_close(y_swish, y_silu, atol=0, rtol=0, msg=lambda m: f"{name}: {m}")
+        torch.testing.assert_close(y_swish, y_silu, atol=0, rtol=0, msg=lambda m, name=name: f"{name}: {m}")
