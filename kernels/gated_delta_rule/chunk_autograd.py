@@ -108,7 +108,11 @@ def _prepare(inputs, tokens: slice, scale: float, l2norm: bool, out):
 def _wy(tm, v, k, beta, gam, out):
     """``out = [u | -w] = Tm [beta v | -beta Gam k]``, ``[..., C, V + K]`` (``w`` stored negated: ``U = u + (-w) S``
     is then one multiply-add)."""
-    return torch.matmul(tm, torch.cat([v * beta[..., None], k * (beta * gam).neg_()[..., None]], dim=-1), out=out)
+    V = v.shape[-1]
+    rhs = torch.empty_like(out)
+    torch.mul(v, beta[..., None], out=rhs[..., :V])
+    torch.mul(k, (beta * gam).neg_()[..., None], out=rhs[..., V:])
+    return torch.matmul(tm, rhs, out=out)
 
 
 def _flat(x: torch.Tensor) -> torch.Tensor:
