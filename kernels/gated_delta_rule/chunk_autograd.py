@@ -80,12 +80,16 @@ def _to_chunks(x: torch.Tensor, heads: int, out: torch.Tensor | None = None) -> 
     return out
 
 
+def _chunk_view(dst: torch.Tensor, G: int) -> torch.Tensor:
+    """``dst [B, nb * C, H * G, *D]`` viewed as ``[nb, B, H, G, C, *D]`` (chunk layout, B and H not merged)."""
+    B, T, HG = dst.shape[:3]
+    dst = dst.unflatten(2, (HG // G, G)).unflatten(1, (T // CHUNK, CHUNK))  # [B, nb, C, H, G, *D]
+    return dst.permute((1, 0, 3, 4, 2) + tuple(range(5, dst.dim())))
+
+
 def _store_chunks(dst: torch.Tensor, x: torch.Tensor) -> None:
     """Write ``x [nb, B * H, G, C, *D]`` into ``dst [B, nb * C, H * G, *D]`` (the inverse of ``_to_chunks``)."""
-    nb, BH, G, C = x.shape[:4]
-    B = dst.shape[0]
-    dst = dst.unflatten(2, (BH // B, G)).unflatten(1, (nb, C))  # [B, nb, C, H, G, *D]
-    dst.permute((1, 0, 3, 4, 2) + tuple(range(5, dst.dim()))).copy_(x.unflatten(1, (B, BH // B)))
+    _chunk_view(dst, x.shape[2]).copy_(x.unflatten(1, (dst.shape[0], x.shape[1] // dst.shape[0])))
 
 
 def _prepare(inputs, tokens: slice, scale: float, l2norm: bool, out):
@@ -131,12 +135,15 @@ def _rowdot(a: torch.Tensor, b: torch.Tensor, scratch: torch.Tensor) -> torch.Te
     return torch.mul(a, b, out=scratch[: shape.numel()].view(shape)).sum(-1)
 
 
-def _l2norm_backward(y, dy, r, scale: float, scratch: torch.Tensor) -> torch.Tensor:
-    """Gradient through ``y = scale * x * r``, ``r = (|x|^2 + eps)^-1/2``: ``dx = r (s dy - y (y.dy) / s)``."""
+def _l2norm_backward(y, dy, r, scale: float, scratch: torch.Tensor, out: torch.Tensor) -> None:
+    """Gradient through ``y = scale * x * r``, ``r = (|x|^2 + eps)^-1/2``: ``dx = r (s dy - y (y.dy) / s)``, written
+    into ``out``, a ``_chunk_view`` (``dy`` is overwritten)."""
     if scale == 0:
-        return torch.zeros_like(dy)
+        out.zero_()
+        return
     coef = _rowdot(y, dy, scratch).div_(-scale)[..., None]
-    return dy.mul_(scale).addcmul_(y, coef).mul_(r)
+    split = out.shape[1:3]  # (B, H): out is a _chunk_view
+    torch.mul(dy.mul_(scale).addcmul_(y, coef).unflatten(1, split), r.unflatten(1, split), out=out)
 
 
 def _slice(tensors, b: slice):
@@ -177,11 +184,11 @@ def _forward_block(q, k, v, gc, beta, h, saved):
     o.flatten(0, 2).baddbmm_(decay.mul_(qk).flatten(0, 2), values.flatten(0, 2))  # + P values, P = (q k^T) D
 
 
-def _backward_block(prepared, saved, do_grad, dh, scale, l2norm):
+def _backward_block(prepared, saved, do_grad, dh, scale, l2norm, out):
     """Chunks ``[n0, n1)`` in reverse. ``prepared = (q, k, v, gc, beta, rq, rk)`` and ``saved = (qk, kk, tm, uw,
     values, h)`` sliced to the block (``h`` with ``n1 - n0 + 1`` states), ``do_grad [B, (n1 - n0) C, HV, V]``,
-    ``dh`` = dL/d(state leaving chunk n1 - 1) ``[BH * G, K, V]``. Returns the chunked ``(dq, dk, dv, dg, dbeta)``
-    of the raw block inputs and dL/d(state entering chunk n0).
+    ``dh`` = dL/d(state leaving chunk n1 - 1) ``[BH * G, K, V]``, ``out`` the ``_chunk_view`` of the block's dq,
+    dk, dv (written). Returns the chunked ``(dg, dbeta)`` and dL/d(state entering chunk n0).
 
     Only the reverse state recurrence is sequential (two matmuls per chunk); what does not feed it (the
     ``(Gam q)^T dO`` terms before it, the state-facing gradients after it) is batched over the block."""
@@ -195,7 +202,7 @@ def _backward_block(prepared, saved, do_grad, dh, scale, l2norm):
     p = qk * decay
     qg = q * gam[..., None]
     kd = k * kdecay[..., None]
-    u, nw = uw[..., :V], uw[..., V:]
+    nw = uw[..., V:]
 
     do_du = v.new_empty(NC, BH, G, 2 * C, V)  # [dO; dU] per chunk, dU = dL/dvalues
     do, dvalues = do_du[..., :C, :], do_du[..., C:, :]
@@ -211,20 +218,20 @@ def _backward_block(prepared, saved, do_grad, dh, scale, l2norm):
         dvalues3[i].baddbmm_(kd3[i], dhs[i + 1])
         dhs[i].addcmul_(dhs[i + 1], gam3[i]).baddbmm_(nwt3[i], dvalues3[i])
     del qg
-    # the state-facing gradients, batched: dkd = U dh[n + 1]^T, dGam_C = <h[n], dh[n + 1]>, [dL/d(Gam q);
-    # dL/d(-w)] = [dO; dU] h[n]^T
-    hT, dh_next = h[:NC].flatten(0, 1).transpose(-1, -2), dhs[1:].flatten(0, 1)
+    # batched after the scan: dkd = U dh[n + 1]^T, dGam_C = <h[n], dh[n + 1]>, dvb = Tm^T dU (as [u | -w] =
+    # Tm [vb | -kbg]); since dL/d(-w) = dU h[n]^T, -dL/dkbg = Tm^T dU h[n]^T = dvb h[n]^T, and -dL/dA =
+    # dvb u^T + (-dL/dkbg) (-w)^T = dvb (u - w h[n])^T = dvb U^T
+    dh_next = dhs[1:].flatten(0, 1)
     dkd = torch.bmm(values.flatten(0, 2), dh_next.transpose(-1, -2)).view_as(kd)
     dgam_c = torch.linalg.vecdot(h[:NC].flatten(-2), dhs[1:].flatten(-2))  # [NC, BH * G]
-    dqg_dw = torch.bmm(do_du.flatten(0, 2), hT).view(NC, BH, G, 2 * C, K)
     dh = dhs[0]
-    dq_g, dw = dqg_dw[..., :C, :], dqg_dw[..., C:, :]  # dL/d(Gam q), dL/d(-w)
     dp = do @ values.transpose(-1, -2)
-    dvb = tm.transpose(-1, -2) @ dvalues  # [u | -w] = Tm [vb | -kbg]
-    dkbg = tm.transpose(-1, -2) @ dw  # -dL/dkbg
-    na = dvb @ u.transpose(-1, -2)  # -dL/dA (only its strictly lower part is used)
-    na.flatten(0, 2).baddbmm_(dkbg.flatten(0, 2), nw.transpose(-1, -2).flatten(0, 2))
-    del do_du, do, dvalues, dw, dhs  # dq_g (a view) keeps dqg_dw
+    dvalues.copy_(tm.transpose(-1, -2) @ dvalues)  # do_du = [dO; dvb]
+    dvb = dvalues
+    dqg_dkbg = torch.bmm(do_du.flatten(0, 2), h[:NC].flatten(0, 1).transpose(-1, -2)).view(NC, BH, G, 2 * C, K)
+    dq_g, dkbg = dqg_dkbg[..., :C, :], dqg_dkbg[..., C:, :]  # dL/d(Gam q), -dL/dkbg
+    na = dvb @ values.transpose(-1, -2)  # -dL/dA (only its strictly lower part is used)
+    del do, dhs
     scratch = v.new_empty(NC * BH * G * C * max(K, V))  # for the row dot products
     # D-chain: e = dL/dD * D; dqk = dP * D; dkk = dA * Ds * beta_i
     e = p.mul_(dp)
@@ -251,12 +258,15 @@ def _backward_block(prepared, saved, do_grad, dh, scale, l2norm):
     dkk3, k3 = dkk.flatten(0, 2), k.flatten(0, 2)  # dk -= (dkk + dkk^T) k (a transposed add is slower)
     dk.flatten(0, 2).baddbmm_(dkk3, k3, alpha=-1).baddbmm_(dkk3.transpose(-1, -2), k3, alpha=-1)
     dk.sub_(_sum_groups(dkbg.mul_((beta * gam)[..., None]))).add_(_sum_groups(dkd.mul_(kdecay[..., None])))
+    split = out[0].shape[1:3]  # (B, H)
     if l2norm:
-        dq = _l2norm_backward(q, dq, rq, scale, scratch)
-        dk = _l2norm_backward(k, dk, rk, 1.0, scratch)
+        _l2norm_backward(q, dq, rq, scale, scratch, out=out[0])
+        _l2norm_backward(k, dk, rk, 1.0, scratch, out=out[1])
     else:
-        dq.mul_(scale)
-    return (dq, dk, dvb.mul_(beta[..., None]), dg, dbeta), dh
+        torch.mul(dq.unflatten(1, split), scale, out=out[0])
+        out[1].copy_(dk.unflatten(1, split))
+    torch.mul(dvb.unflatten(1, split), beta[..., None].unflatten(1, split), out=out[2])
+    return (dg, dbeta), dh
 
 
 class ChunkGatedDeltaRule(torch.autograd.Function):
@@ -314,8 +324,9 @@ class ChunkGatedDeltaRule(torch.autograd.Function):
             b = slice(n0, min(n0 + step, NC))
             tokens = slice(b.start * C, b.stop * C)
             block = (qk[b], kk[b], tm[b], uw[b], values[b], h[b.start : b.stop + 1])
-            block_grads, dh = _backward_block(_slice(prepared, b), block, do_grad[:, tokens], dh, ctx.scale,
-                                              ctx.l2norm)
-            for grad, x in zip(grads, block_grads):
+            out = [_chunk_view(grad[:, tokens], g) for grad, g in zip(grads[:3], (1, 1, G))]
+            small, dh = _backward_block(_slice(prepared, b), block, do_grad[:, tokens], dh, ctx.scale, ctx.l2norm,
+                                        out)
+            for grad, x in zip(grads[3:], small):
                 _store_chunks(grad[:, tokens], x)
         return (*grads, dh.view(B, BH * G // B, K, V), None, None)
