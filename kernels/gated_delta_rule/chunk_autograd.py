@@ -152,10 +152,10 @@ def _slice(tensors, b: slice):
 
 
 def _block_chunks(v: torch.Tensor) -> int:
-    """Chunks per block: ~2 MiB per ``[block, BH, G, C, V]`` fp32 slice keeps temporaries small enough to be
+    """Chunks per block: ~1 MiB per ``[block, BH, G, C, V]`` fp32 slice keeps temporaries small enough to be
     recycled by the allocator (large fresh buffers cost page faults) and warm in cache."""
     NC, BH, G, C, V = v.shape
-    return max(1, (1 << 19) // (BH * G * C * V))
+    return max(1, (1 << 18) // (BH * G * C * V))
 
 
 def _forward_block(q, k, v, gc, beta, h, saved):
@@ -255,8 +255,7 @@ def _backward_block(prepared, saved, do_grad, dh, scale, l2norm, out):
     dqk, dkk = _sum_groups(dqk), _sum_groups(dkk)
     dq = (dqk @ k).add_(_sum_groups(dq_g.mul_(gam[..., None])))
     dk = dqk.transpose(-1, -2) @ q
-    dkk3, k3 = dkk.flatten(0, 2), k.flatten(0, 2)  # dk -= (dkk + dkk^T) k (a transposed add is slower)
-    dk.flatten(0, 2).baddbmm_(dkk3, k3, alpha=-1).baddbmm_(dkk3.transpose(-1, -2), k3, alpha=-1)
+    dk.flatten(0, 2).baddbmm_((dkk + dkk.transpose(-1, -2)).flatten(0, 2), k.flatten(0, 2), alpha=-1)
     dk.sub_(_sum_groups(dkbg.mul_((beta * gam)[..., None]))).add_(_sum_groups(dkd.mul_(kdecay[..., None])))
     split = out[0].shape[1:3]  # (B, H)
     if l2norm:
