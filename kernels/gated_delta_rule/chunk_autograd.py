@@ -160,11 +160,12 @@ def _block_chunks(v: torch.Tensor) -> int:
 
 def _forward_block(q, k, v, gc, beta, h, saved):
     """Chunks ``[n0, n1)``: q, k, v, gc, beta of the block, ``h`` the states ``[n1 - n0 + 1, BH * G, K, V]``
-    (``h[0]`` given, the rest written) and ``saved = (qk, kk, tm, uw, values, o)`` sliced to the block, written.
+    (``h[0]`` given, the rest written) and ``saved = (qk, kk, tm, uw, o)`` sliced to the block, written; ``uw``
+    ends as ``[values | -w]`` (``u`` is overwritten by ``values = U = u - w S``).
 
     Only the state recurrence is sequential (two matmuls per chunk); the outputs ``o = (Gam q) h + P U`` are
     batched over the block once its states are known."""
-    qk, kk, tm, uw, values, o = saved
+    qk, kk, tm, uw, o = saved
     V = v.shape[-1]
     gam = gc.exp()
     kt = k.transpose(-1, -2)
@@ -174,10 +175,11 @@ def _forward_block(q, k, v, gc, beta, h, saved):
     tm.copy_(_unit_lower_inverse((kk * beta[..., :, None]).mul_(decay).mul_(_strictly_lower(decay))))
     _wy(tm, v, k, beta, gam, out=uw)
     kd3t = _flat(k * (gc[..., -1:] - gc).exp()[..., None]).transpose(-1, -2)
-    u3, nw3, values3 = (_flat(x) for x in (uw[..., :V], uw[..., V:], values))
+    values, nw = uw[..., :V], uw[..., V:]
+    values3, nw3 = _flat(values), _flat(nw)
     gam3 = gam[..., -1].flatten(1)[..., None, None]  # Gam_C
     for i in range(v.shape[0]):  # h[n] enters chunk n: values[n] = u + (-w) h[n], h[n + 1] = Gam_C h[n] + kd^T values
-        torch.baddbmm(u3[i], nw3[i], h[i], out=values3[i])
+        values3[i].baddbmm_(nw3[i], h[i])
         torch.mul(h[i], gam3[i], out=h[i + 1]).baddbmm_(kd3t[i], values3[i])
     qg = q * gam[..., None]
     torch.bmm(qg.flatten(0, 2), h[:-1].flatten(0, 1), out=o.flatten(0, 2))
@@ -185,15 +187,15 @@ def _forward_block(q, k, v, gc, beta, h, saved):
 
 
 def _backward_block(prepared, saved, do_grad, dh, scale, l2norm, out):
-    """Chunks ``[n0, n1)`` in reverse. ``prepared = (q, k, v, gc, beta, rq, rk)`` and ``saved = (qk, kk, tm, uw,
-    values, h)`` sliced to the block (``h`` with ``n1 - n0 + 1`` states), ``do_grad [B, (n1 - n0) C, HV, V]``,
+    """Chunks ``[n0, n1)`` in reverse. ``prepared = (q, k, v, gc, beta, rq, rk)`` and ``saved = (qk, kk, tm,
+    uw = [U | -w], h)`` sliced to the block (``h`` with ``n1 - n0 + 1`` states), ``do_grad [B, (n1 - n0) C, HV, V]``,
     ``dh`` = dL/d(state leaving chunk n1 - 1) ``[BH * G, K, V]``, ``out`` the ``_chunk_view`` of the block's dq,
     dk, dv (written). Returns the chunked ``(dg, dbeta)`` and dL/d(state entering chunk n0).
 
     Only the reverse state recurrence is sequential (two matmuls per chunk); what does not feed it (the
     ``(Gam q)^T dO`` terms before it, the state-facing gradients after it) is batched over the block."""
     q, k, v, gc, beta, rq, rk = prepared
-    qk, kk, tm, uw, values, h = saved
+    qk, kk, tm, uw, h = saved
     NC, BH, G, C, V = v.shape
     K = q.shape[-1]
     gam = gc.exp()
@@ -202,7 +204,7 @@ def _backward_block(prepared, saved, do_grad, dh, scale, l2norm, out):
     p = qk * decay
     qg = q * gam[..., None]
     kd = k * kdecay[..., None]
-    nw = uw[..., V:]
+    values, nw = uw[..., :V], uw[..., V:]
 
     do_du = v.new_empty(NC, BH, G, 2 * C, V)  # [dO; dU] per chunk, dU = dL/dvalues
     do, dvalues = do_du[..., :C, :], do_du[..., C:, :]
@@ -288,22 +290,21 @@ class ChunkGatedDeltaRule(torch.autograd.Function):
         rq, rk = (q.new_empty(NC, BH, 1, C, 1), q.new_empty(NC, BH, 1, C, 1)) if l2norm else (None, None)
         prepared = (qc, kc, vc, gc, betac, rq, rk)
         qk, kk = q.new_empty(NC, BH, 1, C, C), q.new_empty(NC, BH, 1, C, C)
-        tm, values = v.new_empty(NC, BH, G, C, C), v.new_empty(NC, BH, G, C, V)
-        uw = v.new_empty(NC, BH, G, C, V + K)
+        tm, uw = v.new_empty(NC, BH, G, C, C), v.new_empty(NC, BH, G, C, V + K)
         h = v.new_empty(NC + 1, BH * G, K, V)  # h[n] enters chunk n
         h[0] = state.reshape(BH * G, K, V)
         o = v.new_empty(B, T, HV, V)
-        step = _block_chunks(values)
+        step = _block_chunks(vc)
         for n0 in range(0, NC, step):
             b = slice(n0, min(n0 + step, NC))
             tokens = slice(b.start * C, b.stop * C)
             block = _slice(prepared, b)
             _prepare(inputs, tokens, scale, l2norm, out=block)
             o_ = torch.empty_like(block[2])
-            saved = (qk[b], kk[b], tm[b], uw[b], values[b], o_)
+            saved = (qk[b], kk[b], tm[b], uw[b], o_)
             _forward_block(*block[:5], h[b.start : b.stop + 1], saved)
             _store_chunks(o[:, tokens], o_)
-        ctx.save_for_backward(*(x for x in prepared if x is not None), qk, kk, tm, uw, values, h)
+        ctx.save_for_backward(*(x for x in prepared if x is not None), qk, kk, tm, uw, h)
         ctx.scale, ctx.l2norm, ctx.B = scale, l2norm, B
         return o, h[NC].view(state.shape).clone()
 
@@ -311,18 +312,18 @@ class ChunkGatedDeltaRule(torch.autograd.Function):
     def backward(ctx, do_grad, dstate):
         saved = ctx.saved_tensors
         n = 7 if ctx.l2norm else 5
-        prepared, (qk, kk, tm, uw, values, h) = tuple(saved[:n]) + (None,) * (7 - n), saved[n:]
-        NC, BH, G, C, V = values.shape
+        prepared, (qk, kk, tm, uw, h) = tuple(saved[:n]) + (None,) * (7 - n), saved[n:]
+        NC, BH, G, C, V = prepared[2].shape
         B, H, K = ctx.B, BH // ctx.B, prepared[0].shape[-1]
         dh = h.new_zeros(BH * G, K, V) if dstate is None else dstate.reshape(BH * G, K, V).clone()
         T = NC * C
         grads = [h.new_empty(B, T, H, K), h.new_empty(B, T, H, K), h.new_empty(B, T, H * G, V),
                  h.new_empty(B, T, H * G), h.new_empty(B, T, H * G)]
-        step = _block_chunks(values)
+        step = _block_chunks(prepared[2])
         for n0 in reversed(range(0, NC, step)):
             b = slice(n0, min(n0 + step, NC))
             tokens = slice(b.start * C, b.stop * C)
-            block = (qk[b], kk[b], tm[b], uw[b], values[b], h[b.start : b.stop + 1])
+            block = (qk[b], kk[b], tm[b], uw[b], h[b.start : b.stop + 1])
             out = [_chunk_view(grad[:, tokens], g) for grad, g in zip(grads[:3], (1, 1, G))]
             small, dh = _backward_block(_slice(prepared, b), block, do_grad[:, tokens], dh, ctx.scale, ctx.l2norm,
                                         out)
