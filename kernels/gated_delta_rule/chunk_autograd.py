@@ -109,14 +109,11 @@ def _prepare(inputs, tokens: slice, scale: float, l2norm: bool, out):
     gc.cumsum_(-1)
 
 
-def _wy(tm, v, k, beta, gam, out):
-    """``out = [u | -w] = Tm [beta v | -beta Gam k]``, ``[..., C, V + K]`` (``w`` stored negated: ``U = u + (-w) S``
-    is then one multiply-add)."""
-    V = v.shape[-1]
-    rhs = torch.empty_like(out)
-    torch.mul(v, beta[..., None], out=rhs[..., :V])
-    torch.mul(k, (beta * gam).neg_()[..., None], out=rhs[..., V:])
-    return torch.matmul(tm, rhs, out=out)
+def _wy(tm, v, k, beta, gam, u, nw) -> None:
+    """``[u | -w] = Tm [beta v | -beta Gam k]`` into ``u``, ``nw`` (``w`` stored negated: ``U = u + (-w) S`` is
+    then one multiply-add; two matmuls into contiguous buffers, so the in-place updates of ``u`` stay batched)."""
+    torch.matmul(tm, v * beta[..., None], out=u)
+    torch.matmul(tm, k * (beta * gam).neg_()[..., None], out=nw)
 
 
 def _flat(x: torch.Tensor) -> torch.Tensor:
@@ -160,22 +157,20 @@ def _block_chunks(v: torch.Tensor) -> int:
 
 def _forward_block(q, k, v, gc, beta, h, saved):
     """Chunks ``[n0, n1)``: q, k, v, gc, beta of the block, ``h`` the states ``[n1 - n0 + 1, BH * G, K, V]``
-    (``h[0]`` given, the rest written) and ``saved = (qk, kk, tm, uw, o)`` sliced to the block, written; ``uw``
-    ends as ``[values | -w]`` (``u`` is overwritten by ``values = U = u - w S``).
+    (``h[0]`` given, the rest written) and ``saved = (qk, kk, tm, values, nw, o)`` sliced to the block, written
+    (``values`` first holds ``u``, then ``U = u - w S``; ``nw = -w``).
 
     Only the state recurrence is sequential (two matmuls per chunk); the outputs ``o = (Gam q) h + P U`` are
     batched over the block once its states are known."""
-    qk, kk, tm, uw, o = saved
-    V = v.shape[-1]
+    qk, kk, tm, values, nw, o = saved
     gam = gc.exp()
     kt = k.transpose(-1, -2)
     torch.matmul(q, kt, out=qk)
     torch.matmul(k, kt, out=kk)
     decay = _decay(gc)
     tm.copy_(_unit_lower_inverse((kk * beta[..., :, None]).mul_(decay).mul_(_strictly_lower(decay))))
-    _wy(tm, v, k, beta, gam, out=uw)
+    _wy(tm, v, k, beta, gam, values, nw)
     kd3t = _flat(k * (gc[..., -1:] - gc).exp()[..., None]).transpose(-1, -2)
-    values, nw = uw[..., :V], uw[..., V:]
     values3, nw3 = _flat(values), _flat(nw)
     gam3 = gam[..., -1].flatten(1)[..., None, None]  # Gam_C
     for i in range(v.shape[0]):  # h[n] enters chunk n: values[n] = u + (-w) h[n], h[n + 1] = Gam_C h[n] + kd^T values
@@ -188,14 +183,14 @@ def _forward_block(q, k, v, gc, beta, h, saved):
 
 def _backward_block(prepared, saved, do_grad, dh, scale, l2norm, out):
     """Chunks ``[n0, n1)`` in reverse. ``prepared = (q, k, v, gc, beta, rq, rk)`` and ``saved = (qk, kk, tm,
-    uw = [U | -w], h)`` sliced to the block (``h`` with ``n1 - n0 + 1`` states), ``do_grad [B, (n1 - n0) C, HV, V]``,
+    values = U, nw = -w, h)`` sliced to the block (``h`` with ``n1 - n0 + 1`` states), ``do_grad [B, (n1 - n0) C, HV, V]``,
     ``dh`` = dL/d(state leaving chunk n1 - 1) ``[BH * G, K, V]``, ``out`` the ``_chunk_view`` of the block's dq,
     dk, dv (written). Returns the chunked ``(dg, dbeta)`` and dL/d(state entering chunk n0).
 
     Only the reverse state recurrence is sequential (two matmuls per chunk); what does not feed it (the
     ``(Gam q)^T dO`` terms before it, the state-facing gradients after it) is batched over the block."""
     q, k, v, gc, beta, rq, rk = prepared
-    qk, kk, tm, uw, h = saved
+    qk, kk, tm, values, nw, h = saved
     NC, BH, G, C, V = v.shape
     K = q.shape[-1]
     gam = gc.exp()
@@ -204,10 +199,8 @@ def _backward_block(prepared, saved, do_grad, dh, scale, l2norm, out):
     p = qk * decay
     qg = q * gam[..., None]
     kd = k * kdecay[..., None]
-    values, nw = uw[..., :V], uw[..., V:]
 
-    do_du = v.new_empty(NC, BH, G, 2 * C, V)  # [dO; dU] per chunk, dU = dL/dvalues
-    do, dvalues = do_du[..., :C, :], do_du[..., C:, :]
+    do, dvalues = v.new_empty(NC, BH, G, C, V), v.new_empty(NC, BH, G, C, V)  # dO, dU = dL/dvalues
     _to_chunks(do_grad, BH // do_grad.shape[0], out=do)
     torch.bmm(_flat(p).transpose(-1, -2).flatten(0, 1), _flat(do).flatten(0, 1), out=dvalues.flatten(0, 2))
     # dhs[n] = dL/dh[n] (the state entering chunk n of the block); first its (Gam q)^T dO term, batched
@@ -228,10 +221,10 @@ def _backward_block(prepared, saved, do_grad, dh, scale, l2norm, out):
     dgam_c = torch.linalg.vecdot(h[:NC].flatten(-2), dhs[1:].flatten(-2))  # [NC, BH * G]
     dh = dhs[0]
     dp = do @ values.transpose(-1, -2)
-    dvalues.copy_(tm.transpose(-1, -2) @ dvalues)  # do_du = [dO; dvb]
-    dvb = dvalues
-    dqg_dkbg = torch.bmm(do_du.flatten(0, 2), h[:NC].flatten(0, 1).transpose(-1, -2)).view(NC, BH, G, 2 * C, K)
-    dq_g, dkbg = dqg_dkbg[..., :C, :], dqg_dkbg[..., C:, :]  # dL/d(Gam q), -dL/dkbg
+    dvb = tm.transpose(-1, -2) @ dvalues
+    hT = h[:NC].flatten(0, 1).transpose(-1, -2)
+    dq_g = torch.bmm(do.flatten(0, 2), hT).view(NC, BH, G, C, K)  # dL/d(Gam q)
+    dkbg = torch.bmm(dvb.flatten(0, 2), hT).view(NC, BH, G, C, K)  # -dL/dkbg
     na = dvb @ values.transpose(-1, -2)  # -dL/dA (only its strictly lower part is used)
     del do, dhs
     scratch = v.new_empty(NC * BH * G * C * max(K, V))  # for the row dot products
@@ -290,7 +283,7 @@ class ChunkGatedDeltaRule(torch.autograd.Function):
         rq, rk = (q.new_empty(NC, BH, 1, C, 1), q.new_empty(NC, BH, 1, C, 1)) if l2norm else (None, None)
         prepared = (qc, kc, vc, gc, betac, rq, rk)
         qk, kk = q.new_empty(NC, BH, 1, C, C), q.new_empty(NC, BH, 1, C, C)
-        tm, uw = v.new_empty(NC, BH, G, C, C), v.new_empty(NC, BH, G, C, V + K)
+        tm, values, nw = v.new_empty(NC, BH, G, C, C), v.new_empty(NC, BH, G, C, V), v.new_empty(NC, BH, G, C, K)
         h = v.new_empty(NC + 1, BH * G, K, V)  # h[n] enters chunk n
         h[0] = state.reshape(BH * G, K, V)
         o = v.new_empty(B, T, HV, V)
@@ -301,10 +294,10 @@ class ChunkGatedDeltaRule(torch.autograd.Function):
             block = _slice(prepared, b)
             _prepare(inputs, tokens, scale, l2norm, out=block)
             o_ = torch.empty_like(block[2])
-            saved = (qk[b], kk[b], tm[b], uw[b], o_)
+            saved = (qk[b], kk[b], tm[b], values[b], nw[b], o_)
             _forward_block(*block[:5], h[b.start : b.stop + 1], saved)
             _store_chunks(o[:, tokens], o_)
-        ctx.save_for_backward(*(x for x in prepared if x is not None), qk, kk, tm, uw, h)
+        ctx.save_for_backward(*(x for x in prepared if x is not None), qk, kk, tm, values, nw, h)
         ctx.scale, ctx.l2norm, ctx.B = scale, l2norm, B
         return o, h[NC].view(state.shape).clone()
 
@@ -312,7 +305,7 @@ class ChunkGatedDeltaRule(torch.autograd.Function):
     def backward(ctx, do_grad, dstate):
         saved = ctx.saved_tensors
         n = 7 if ctx.l2norm else 5
-        prepared, (qk, kk, tm, uw, h) = tuple(saved[:n]) + (None,) * (7 - n), saved[n:]
+        prepared, (qk, kk, tm, values, nw, h) = tuple(saved[:n]) + (None,) * (7 - n), saved[n:]
         NC, BH, G, C, V = prepared[2].shape
         B, H, K = ctx.B, BH // ctx.B, prepared[0].shape[-1]
         dh = h.new_zeros(BH * G, K, V) if dstate is None else dstate.reshape(BH * G, K, V).clone()
@@ -323,7 +316,7 @@ class ChunkGatedDeltaRule(torch.autograd.Function):
         for n0 in reversed(range(0, NC, step)):
             b = slice(n0, min(n0 + step, NC))
             tokens = slice(b.start * C, b.stop * C)
-            block = (qk[b], kk[b], tm[b], uw[b], h[b.start : b.stop + 1])
+            block = (qk[b], kk[b], tm[b], values[b], nw[b], h[b.start : b.stop + 1])
             out = [_chunk_view(grad[:, tokens], g) for grad, g in zip(grads[:3], (1, 1, G))]
             small, dh = _backward_block(_slice(prepared, b), block, do_grad[:, tokens], dh, ctx.scale, ctx.l2norm,
                                         out)
