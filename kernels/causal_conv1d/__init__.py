@@ -25,7 +25,7 @@ register(
         fn=causal_conv1d_torch,
         device_types=("cpu", "cuda", "npu"),
         priority=10,
-        description="F.conv1d depthwise over [left context, sequence]; packed via zero padding",
+        description="channels-last shifted multiply-adds tiled over tokens, hand-written backward; packed via zero padding",
     )
 )
 
