@@ -8,12 +8,14 @@ convention, ``S`` is ``[K, V]``)::
     [u | w] = Tm [beta v | beta Gam k]        U  = u - w S
     o  = (Gam q) S + P U,   P = (q k^T) D     S' = Gam_C S + kd^T U,   kd = k exp(gc_C - gc)
 
-The chunks are processed in blocks of a few chunks (``_block_chunks``). Forward, per block: the intra-chunk
-quantities by batched matmuls, then the state scan over the block's chunks (two matmuls per chunk plus the
-output). Backward, blocks in reverse: a reverse scan (five matmuls per chunk) gives the gradient of every
-state, of ``U`` and of the state-facing operands, then dq, dk, dv, dg, dbeta by batched matmuls again.
-Saved for backward: the raw inputs, the states ``h [NC + 1, BH * G, K, V]``, ``q k^T`` and ``k k^T`` (per
-query/key head), ``Tm``, ``[u | w]`` and ``U``; the chunked (normalised) inputs are recomputed per block.
+The chunks are processed in blocks of a few chunks (``_block_chunks``), and only the state recurrence is
+sequential. Forward, per block: the intra-chunk quantities by batched matmuls, the state scan over the block's
+chunks (two matmuls per chunk: ``U``, then ``S'``), then the outputs batched. Backward, blocks in reverse: the
+``(Gam q)^T dO`` and ``P^T dO`` terms batched, a reverse scan (two matmuls per chunk) for the gradients of the
+states and of ``U``, then everything else by batched matmuls again (with ``dvb = Tm^T dU``: dL/dw = -dU S^T gives
+-dL/d(beta Gam k) = dvb S^T, and -dL/dA = dvb U^T, so ``w`` and ``u`` need no gradient matmuls of their own).
+Saved for backward, per block: the chunked normalised inputs, the states, ``q k^T`` and ``k k^T`` (per
+query/key head), ``Tm``, ``U`` and ``-w``.
 
 The optional L2 normalisation of q and k and the ``scale`` of q are folded in (forward and backward), and so
 is the ``[B, T, H, D]`` <-> chunk layout change, so autograd sees one node. Blocks keep temporaries small and
@@ -24,6 +26,7 @@ from __future__ import annotations
 import torch
 
 CHUNK = 64
+_SAVED = 13  # tensors saved per block of chunks: (q, k, v, gc, beta, rq, rk), (qk, kk, tm, values, nw, h)
 _BLOCK = 16  # diagonal block size of the explicit triangular inverse
 _EPS = 1e-6  # l2norm: x / sqrt(sum(x^2) + eps), as fla and transformers
 
@@ -92,21 +95,19 @@ def _store_chunks(dst: torch.Tensor, x: torch.Tensor) -> None:
     _chunk_view(dst, x.shape[2]).copy_(x.unflatten(1, (dst.shape[0], x.shape[1] // dst.shape[0])))
 
 
-def _prepare(inputs, tokens: slice, scale: float, l2norm: bool, out):
-    """Write one block's chunked operands from the raw ``(q, k, v, g, beta)`` (``tokens`` a slice of whole
-    chunks) into ``out = (q, k, v, gc, beta, rq, rk)``: q, k normalised (if ``l2norm``) and q scaled,
-    ``gc = cumsum(g)`` per chunk, ``rq, rk`` the l2norm factors ``(|x|^2 + eps)^-1/2`` (None without l2norm)."""
-    heads = inputs[0].shape[2]
-    q, k, v, gc, beta, rq, rk = out
-    for x, dst in zip(inputs, (q, k, v, gc, beta)):
-        _to_chunks(x[:, tokens], heads, out=dst)
+def _prepare(inputs, tokens: slice, scale: float, l2norm: bool):
+    """One block's chunked operands ``(q, k, v, gc, beta, rq, rk)`` from the raw ``(q, k, v, g, beta)``
+    (``tokens`` a slice of whole chunks): q, k normalised (if ``l2norm``) and q scaled, ``gc = cumsum(g)`` per
+    chunk, ``rq, rk`` the l2norm factors ``(|x|^2 + eps)^-1/2`` (None without l2norm)."""
+    q, k, v, g, beta = (_to_chunks(x[:, tokens], inputs[0].shape[2]) for x in inputs)
+    rq = rk = None
     if l2norm:
-        torch.linalg.vector_norm(q, dim=-1, keepdim=True, out=rq).square_().add_(_EPS).rsqrt_()
-        torch.linalg.vector_norm(k, dim=-1, keepdim=True, out=rk).square_().add_(_EPS).rsqrt_()
+        rq = torch.linalg.vector_norm(q, dim=-1, keepdim=True).square_().add_(_EPS).rsqrt_()
+        rk = torch.linalg.vector_norm(k, dim=-1, keepdim=True).square_().add_(_EPS).rsqrt_()
         q.mul_(rq)
         k.mul_(rk)
     q.mul_(scale)
-    gc.cumsum_(-1)
+    return q, k, v, g.cumsum_(-1), beta, rq, rk
 
 
 def _wy(tm, v, k, beta, gam, u, nw) -> None:
@@ -143,16 +144,11 @@ def _l2norm_backward(y, dy, r, scale: float, scratch: torch.Tensor, out: torch.T
     torch.mul(dy.mul_(scale).addcmul_(y, coef).unflatten(1, split), r.unflatten(1, split), out=out)
 
 
-def _slice(tensors, b: slice):
-    """The chunks ``b`` of each chunked tensor (``None`` stays ``None``)."""
-    return tuple(None if x is None else x[b] for x in tensors)
-
-
-def _block_chunks(v: torch.Tensor) -> int:
-    """Chunks per block: ~1 MiB per ``[block, BH, G, C, V]`` fp32 slice keeps temporaries small enough to be
-    recycled by the allocator (large fresh buffers cost page faults) and warm in cache."""
-    NC, BH, G, C, V = v.shape
-    return max(1, (1 << 18) // (BH * G * C * V))
+def _block_chunks(chunk_numel: int) -> int:
+    """Chunks per block, from the elements of one chunk of ``v`` (``BH * G * C * V``): ~1 MiB per ``[block, BH, G,
+    C, V]`` fp32 slice keeps temporaries and saved tensors small enough to be recycled by the allocator (large
+    fresh buffers cost page faults) and warm in cache (measured best of 2 to 32 chunks at H=8, K=V=128)."""
+    return max(1, (1 << 18) // chunk_numel)
 
 
 def _forward_block(q, k, v, gc, beta, h, saved):
@@ -268,8 +264,10 @@ class ChunkGatedDeltaRule(torch.autograd.Function):
 
     q, k ``[B, T, H, K]``, v ``[B, T, HV, V]``, g, beta ``[B, T, HV]``, state ``[B, HV, K, V]``, all in the compute
     dtype, ``T`` a multiple of ``CHUNK``. Returns o ``[B, T, HV, V]`` and the final state ``[B, HV, K, V]``.
-    Inside, tensors are ``[NC, B * H, G, C, *]`` (q, k with ``G = 1``, broadcast over the value heads), processed
-    in blocks of chunks (``_forward_block``, ``_backward_block``) that write into full-size saved tensors.
+    Inside, tensors are ``[nb, B * H, G, C, *]`` (q, k with ``G = 1``, broadcast over the value heads), processed
+    in blocks of ``nb`` chunks (``_forward_block``, ``_backward_block``). Each block saves its own small tensors
+    (``_SAVED`` of them) rather than slices of full-size ones: on CPU, buffers of 32 MiB and more are fresh
+    memory (page faults) on every call, small ones are recycled by the allocator.
     """
 
     @staticmethod
@@ -277,49 +275,41 @@ class ChunkGatedDeltaRule(torch.autograd.Function):
         inputs = (q, k, v, g, beta)
         (B, T, H, K), (HV, V) = q.shape, v.shape[2:]
         NC, BH, G, C = T // CHUNK, B * H, HV // H, CHUNK
-        # the chunked, normalised operands (saved: the backward does not redo the layout change and l2norm)
-        qc, kc = q.new_empty(NC, BH, 1, C, K), q.new_empty(NC, BH, 1, C, K)
-        vc, gc, betac = v.new_empty(NC, BH, G, C, V), g.new_empty(NC, BH, G, C), beta.new_empty(NC, BH, G, C)
-        rq, rk = (q.new_empty(NC, BH, 1, C, 1), q.new_empty(NC, BH, 1, C, 1)) if l2norm else (None, None)
-        prepared = (qc, kc, vc, gc, betac, rq, rk)
-        qk, kk = q.new_empty(NC, BH, 1, C, C), q.new_empty(NC, BH, 1, C, C)
-        tm, values, nw = v.new_empty(NC, BH, G, C, C), v.new_empty(NC, BH, G, C, V), v.new_empty(NC, BH, G, C, K)
-        h = v.new_empty(NC + 1, BH * G, K, V)  # h[n] enters chunk n
-        h[0] = state.reshape(BH * G, K, V)
         o = v.new_empty(B, T, HV, V)
-        step = _block_chunks(vc)
+        state = state.reshape(BH * G, K, V)
+        saved, step = [], _block_chunks(BH * G * C * V)
         for n0 in range(0, NC, step):
-            b = slice(n0, min(n0 + step, NC))
-            tokens = slice(b.start * C, b.stop * C)
-            block = _slice(prepared, b)
-            _prepare(inputs, tokens, scale, l2norm, out=block)
-            o_ = torch.empty_like(block[2])
-            saved = (qk[b], kk[b], tm[b], values[b], nw[b], o_)
-            _forward_block(*block[:5], h[b.start : b.stop + 1], saved)
+            nb, tokens = min(step, NC - n0), slice(n0 * C, min(n0 + step, NC) * C)
+            prepared = _prepare(inputs, tokens, scale, l2norm)
+            qk, kk = q.new_empty(nb, BH, 1, C, C), q.new_empty(nb, BH, 1, C, C)
+            tm, values, nw = v.new_empty(nb, BH, G, C, C), v.new_empty(nb, BH, G, C, V), v.new_empty(nb, BH, G, C, K)
+            h = v.new_empty(nb + 1, BH * G, K, V)  # h[n] enters chunk n of the block
+            h[0] = state
+            o_ = torch.empty_like(prepared[2])
+            _forward_block(*prepared[:5], h, (qk, kk, tm, values, nw, o_))
             _store_chunks(o[:, tokens], o_)
-        ctx.save_for_backward(*(x for x in prepared if x is not None), qk, kk, tm, values, nw, h)
-        ctx.scale, ctx.l2norm, ctx.B = scale, l2norm, B
-        return o, h[NC].view(state.shape).clone()
+            state = h[nb]
+            saved += [*prepared, qk, kk, tm, values, nw, h]
+        ctx.save_for_backward(*saved)
+        ctx.scale, ctx.l2norm, ctx.shape = scale, l2norm, (B, T, H, G, K, V)
+        return o, state.view(B, HV, K, V).clone()
 
     @staticmethod
     def backward(ctx, do_grad, dstate):
         saved = ctx.saved_tensors
-        n = 7 if ctx.l2norm else 5
-        prepared, (qk, kk, tm, values, nw, h) = tuple(saved[:n]) + (None,) * (7 - n), saved[n:]
-        NC, BH, G, C, V = prepared[2].shape
-        B, H, K = ctx.B, BH // ctx.B, prepared[0].shape[-1]
-        dh = h.new_zeros(BH * G, K, V) if dstate is None else dstate.reshape(BH * G, K, V).clone()
-        T = NC * C
-        grads = [h.new_empty(B, T, H, K), h.new_empty(B, T, H, K), h.new_empty(B, T, H * G, V),
-                 h.new_empty(B, T, H * G), h.new_empty(B, T, H * G)]
-        step = _block_chunks(prepared[2])
-        for n0 in reversed(range(0, NC, step)):
-            b = slice(n0, min(n0 + step, NC))
-            tokens = slice(b.start * C, b.stop * C)
-            block = (qk[b], kk[b], tm[b], values[b], nw[b], h[b.start : b.stop + 1])
+        B, T, H, G, K, V = ctx.shape
+        BH, C = B * H, CHUNK
+        dh = saved[-1].new_zeros(BH * G, K, V) if dstate is None else dstate.reshape(BH * G, K, V).clone()
+        grads = [do_grad.new_empty(B, T, H, K), do_grad.new_empty(B, T, H, K), do_grad.new_empty(B, T, H * G, V),
+                 do_grad.new_empty(B, T, H * G), do_grad.new_empty(B, T, H * G)]
+        stop = T // C
+        for i in reversed(range(0, len(saved), _SAVED)):
+            block = saved[i : i + _SAVED]
+            nb = block[0].shape[0]
+            tokens = slice((stop - nb) * C, stop * C)
             out = [_chunk_view(grad[:, tokens], g) for grad, g in zip(grads[:3], (1, 1, G))]
-            small, dh = _backward_block(_slice(prepared, b), block, do_grad[:, tokens], dh, ctx.scale, ctx.l2norm,
-                                        out)
+            small, dh = _backward_block(block[:7], block[7:], do_grad[:, tokens], dh, ctx.scale, ctx.l2norm, out)
             for grad, x in zip(grads[3:], small):
                 _store_chunks(grad[:, tokens], x)
+            stop -= nb
         return (*grads, dh.view(B, BH * G // B, K, V), None, None)
