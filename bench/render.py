@@ -19,9 +19,9 @@ def load(path: Path):
         params = b.get("params") or {}
         size = params.get("T") or (params.get("shape") or {}).get("T") or 0
         impl = params.get("impl") or params.get("how")
-        mean = b["stats"]["mean"]
+        best = b["stats"]["min"]  # best of the rounds: this machine's noise only ever adds time
         extra = b.get("extra_info", {})
-        rows.append(dict(group=b["group"], impl=impl, T=size, seconds=mean, peak=extra.get("peak_bytes"),
+        rows.append(dict(group=b["group"], impl=impl, T=size, seconds=best, peak=extra.get("peak_bytes"),
                          flops=extra.get("flops") or 0, bytes=extra.get("bytes") or 0))
     return rows, ceil, data["machine_info"].get("sp_kernels_device", "")
 
@@ -31,7 +31,7 @@ def table(rows, ceil) -> str:
     for r in rows:
         by_group[r["group"]].append(r)
     out = [f"Ceilings measured in the same run: {ceil.get('matmul_gflops')} GFLOP/s fp32 matmul, "
-           f"{ceil.get('copy_gbps')} GB/s copy.", ""]
+           f"{ceil.get('copy_gbps')} GB/s copy. Times are the best of each case's rounds.", ""]
     for group, items in by_group.items():
         base = {r["T"]: r["seconds"] for r in items if r["impl"] == "transformers"}
         out += [f"### {group}", "", "| impl | T | time (ms) | vs transformers | roofline | peak memory (MB) |",
