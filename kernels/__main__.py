@@ -42,6 +42,8 @@ def _parser() -> argparse.ArgumentParser:
                        "dispatch_overhead (default: all)")
     bench.add_argument("--quick", action="store_true", help="tiny shapes, one round: checks the benchmarks run")
     bench.add_argument("--out", default=None, help="JSON path (default bench/results/latest.json)")
+    bench.add_argument("--targets", action="store_true",
+                       help="only the cases of the README's table (fp32 fwd+bwd, T=2048 and the scaling sweep)")
 
     cc = sub.add_parser("compile-check", help="compile the kernel configurations the dispatcher can choose")
     cc.add_argument("--target", choices=("cuda", "ascend", "all"), default="all")
@@ -105,7 +107,7 @@ def main(argv=None) -> int:
         if args.command == "bench":
             from kernels.bench import main as bench
 
-            return bench(args.op, quick=args.quick, out=args.out)
+            return bench(args.op, quick=args.quick, out=args.out, targets=args.targets)
         if args.command == "compile-check":
             from kernels.compile_check.run import main as compile_check
 

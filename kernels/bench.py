@@ -1,4 +1,4 @@
-"""``python -m kernels bench [--op NAME] [--quick]``: run the microbenchmarks in ``bench/`` (a source checkout)
+"""``python -m kernels bench [--op NAME] [--quick] [--targets]``: run the microbenchmarks in ``bench/`` (a source checkout)
 with pytest-benchmark, save the JSON in ``bench/results/``, and render its table and plot."""
 from __future__ import annotations
 
@@ -9,9 +9,13 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 OPS = ("gated_delta_rule", "causal_conv1d", "rotary", "fusion_attention", "dispatch_overhead")
+# the cases behind the README's table (issue 5's targets): fp32 forward+backward at T=2048 for every op, our delta
+# rule and conv also at T=1024 and 8192 (scaling), transformers' delta rule at T=1024, and the dispatch overhead
+TARGETS = ("fp32 and fwd+bwd and (T2048 or (torch and (T1024 or T8192)) or (transformers and T1024 and gated)) "
+           "or overhead")
 
 
-def main(op: str | None = None, quick: bool = False, out: str | None = None) -> int:
+def main(op: str | None = None, quick: bool = False, out: str | None = None, targets: bool = False) -> int:
     bench = ROOT / "bench"
     if not bench.is_dir():
         print("error: bench/ not found: run from a source checkout of sp-kernels", file=sys.stderr)
@@ -25,6 +29,8 @@ def main(op: str | None = None, quick: bool = False, out: str | None = None) -> 
     env = {**os.environ, "SP_KERNELS_BENCH_QUICK": "1" if quick else "0", "PYTHONPATH": str(ROOT)}
     cmd = [sys.executable, "-m", "pytest", *files, "--benchmark-only", f"--benchmark-json={result}", "-q",
            "-p", "no:cacheprovider", "-o", "python_files=bench_*.py", "--rootdir", str(ROOT)]
+    if targets:
+        cmd += ["-k", TARGETS]
     run = subprocess.run(cmd, cwd=ROOT, env=env)
     if run.returncode != 0:
         return run.returncode
