@@ -72,22 +72,20 @@ def _strictly_lower(x: torch.Tensor) -> torch.Tensor:
     return torch.ones(x.shape[-2:], dtype=x.dtype, device=x.device).tril_(-1)
 
 
+def _chunk_view(x: torch.Tensor, G: int) -> torch.Tensor:
+    """``x [B, nb * C, H * G, *D]`` viewed as ``[nb, B, H, G, C, *D]`` (chunk layout, B and H not merged)."""
+    B, T, HG = x.shape[:3]
+    x = x.unflatten(2, (HG // G, G)).unflatten(1, (T // CHUNK, CHUNK))  # [B, nb, C, H, G, *D]
+    return x.permute((1, 0, 3, 4, 2) + tuple(range(5, x.dim())))
+
+
 def _to_chunks(x: torch.Tensor, heads: int, out: torch.Tensor | None = None) -> torch.Tensor:
-    """``[B, T, heads * G, *D]`` -> ``[NC, B * heads, G, C, *D]``: always a copy (updated in place), into ``out``."""
-    B, T, HV = x.shape[:3]
-    x = x.reshape((B, T // CHUNK, CHUNK, heads, HV // heads) + tuple(x.shape[3:]))
-    x = x.permute((1, 0, 3, 4, 2) + tuple(range(5, x.dim())))  # [NC, B, heads, G, C, *D]
+    """``[B, T, heads * G, *D]`` -> ``[nb, B * heads, G, C, *D]``: always a copy, into ``out`` if given."""
+    view = _chunk_view(x, x.shape[2] // heads)
     if out is None:
-        return x.clone(memory_format=torch.contiguous_format).flatten(1, 2)
-    out.unflatten(1, (B, heads)).copy_(x)
+        return view.clone(memory_format=torch.contiguous_format).flatten(1, 2)
+    out.unflatten(1, view.shape[1:3]).copy_(view)
     return out
-
-
-def _chunk_view(dst: torch.Tensor, G: int) -> torch.Tensor:
-    """``dst [B, nb * C, H * G, *D]`` viewed as ``[nb, B, H, G, C, *D]`` (chunk layout, B and H not merged)."""
-    B, T, HG = dst.shape[:3]
-    dst = dst.unflatten(2, (HG // G, G)).unflatten(1, (T // CHUNK, CHUNK))  # [B, nb, C, H, G, *D]
-    return dst.permute((1, 0, 3, 4, 2) + tuple(range(5, dst.dim())))
 
 
 def _store_chunks(dst: torch.Tensor, x: torch.Tensor) -> None:
@@ -95,18 +93,27 @@ def _store_chunks(dst: torch.Tensor, x: torch.Tensor) -> None:
     _chunk_view(dst, x.shape[2]).copy_(x.unflatten(1, (dst.shape[0], x.shape[1] // dst.shape[0])))
 
 
+def _scaled_chunks(x: torch.Tensor, scale: float, l2norm: bool):
+    """``x [B, T, H, K]`` -> ``(y, r)``: ``y = scale * x * r`` in chunk layout ``[nb, B * H, 1, C, K]`` (one pass
+    over ``x`` besides the norm), ``r = (|x|^2 + eps)^-1/2`` ``[nb, B * H, 1, C, 1]`` with ``l2norm``, else None."""
+    view = _chunk_view(x, 1)  # [nb, B, H, 1, C, K], strided
+    y = x.new_empty(view.shape)
+    if not l2norm:
+        torch.mul(view, scale, out=y)
+        return y.flatten(1, 2), None
+    r = x.new_empty(view.shape[:-1] + (1,))
+    torch.linalg.vector_norm(view, dim=-1, keepdim=True, out=r).square_().add_(_EPS).rsqrt_()
+    torch.mul(view, r * scale if scale != 1.0 else r, out=y)
+    return y.flatten(1, 2), r.flatten(1, 2)
+
+
 def _prepare(inputs, tokens: slice, scale: float, l2norm: bool):
     """One block's chunked operands ``(q, k, v, gc, beta, rq, rk)`` from the raw ``(q, k, v, g, beta)``
     (``tokens`` a slice of whole chunks): q, k normalised (if ``l2norm``) and q scaled, ``gc = cumsum(g)`` per
     chunk, ``rq, rk`` the l2norm factors ``(|x|^2 + eps)^-1/2`` (None without l2norm)."""
-    q, k, v, g, beta = (_to_chunks(x[:, tokens], inputs[0].shape[2]) for x in inputs)
-    rq = rk = None
-    if l2norm:
-        rq = torch.linalg.vector_norm(q, dim=-1, keepdim=True).square_().add_(_EPS).rsqrt_()
-        rk = torch.linalg.vector_norm(k, dim=-1, keepdim=True).square_().add_(_EPS).rsqrt_()
-        q.mul_(rq)
-        k.mul_(rk)
-    q.mul_(scale)
+    q, k, v, g, beta = (x[:, tokens] for x in inputs)
+    (q, rq), (k, rk) = _scaled_chunks(q, scale, l2norm), _scaled_chunks(k, 1.0, l2norm)
+    v, g, beta = (_to_chunks(x, inputs[0].shape[2]) for x in (v, g, beta))
     return q, k, v, g.cumsum_(-1), beta, rq, rk
 
 
