@@ -74,7 +74,7 @@ def _strictly_lower(x: torch.Tensor) -> torch.Tensor:
 
 def _chunk_view(x: torch.Tensor, G: int) -> torch.Tensor:
     """``x [B, nb * C, H * G, *D]`` viewed as ``[nb, B, H, G, C, *D]`` (chunk layout, B and H not merged)."""
-    B, T, HG = x.shape[:3]
+    T, HG = x.shape[1:3]
     x = x.unflatten(2, (HG // G, G)).unflatten(1, (T // CHUNK, CHUNK))  # [B, nb, C, H, G, *D]
     return x.permute((1, 0, 3, 4, 2) + tuple(range(5, x.dim())))
 
