@@ -1,7 +1,8 @@
 """fusion_attention at Qwen3.5 shapes (16 query / 2 KV heads of 256), causal, vs transformers' SDPA path."""
+from types import SimpleNamespace
+
 import pytest
 import torch
-import torch.nn.functional as F
 
 from bench.common import DTYPES, QUICK, candidates, fwd_bwd, implementations, leaf, run_case
 
@@ -10,9 +11,12 @@ LENGTHS = [128] if QUICK else [1024, 2048]
 
 
 def call(name):
-    if name == "transformers":  # transformers' sdpa_attention_forward: [B, H, T, D], GQA through enable_gqa
-        return lambda q, k, v: F.scaled_dot_product_attention(
-            q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=True, enable_gqa=True)
+    if name == "transformers":  # transformers' own sdpa_attention_forward, given [B, H, T, D] as its models do
+        from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+        module = SimpleNamespace(num_key_value_groups=H // HKV, is_causal=True)
+        return lambda q, k, v: sdpa_attention_forward(
+            module, q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), None, is_causal=True)[0]
     impl = implementations("fusion_attention")[name].fn
     return lambda q, k, v: impl(q, k, v, causal=True, scale=None, cu_seqlens=None)
 

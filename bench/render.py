@@ -37,9 +37,14 @@ def table(rows, ceil) -> str:
         out += [f"### {group}", "", "| impl | T | time (ms) | vs transformers | roofline | peak memory (MB) |",
                 "|---|---|---|---|---|---|"]
         for r in sorted(items, key=lambda r: (r["impl"], r["T"])):
-            ratio = f"{base[r['T']] / r['seconds']:.2f}x faster" if r["T"] in base and r["impl"] != "transformers" else ""
+            ratio = ""
+            if r["T"] in base and r["impl"] != "transformers":
+                x = base[r["T"]] / r["seconds"]
+                ratio = f"{x:.2f}x faster" if x >= 1 else f"{1 / x:.2f}x slower"
             roof = ""
-            if r["flops"] and ceil.get("matmul_gflops"):
+            memory_bound = r["bytes"] and ceil.get("copy_gbps") and (
+                not r["flops"] or r["flops"] / r["bytes"] * ceil["copy_gbps"] < ceil.get("matmul_gflops", 0))
+            if r["flops"] and ceil.get("matmul_gflops") and not memory_bound:
                 g = r["flops"] / r["seconds"] / 1e9
                 roof = f"{g:.1f} GFLOP/s ({100 * g / ceil['matmul_gflops']:.0f}% of matmul)"
             elif r["bytes"] and ceil.get("copy_gbps"):
