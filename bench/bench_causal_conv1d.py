@@ -21,14 +21,22 @@ def moved(T, dtype, backward):
     return T * D * elem * (2 if not backward else 6)  # x, y (+ dy, x again, dx, y for silu)
 
 
+CANDIDATES = candidates("causal_conv1d", {"B": 1, "T": LENGTHS[-1], "D": D, "W": W}, torch.float32, True)
+
+
+def case(impl, T, dtype, backward):
+    """The step to time and its roofline counts."""
+    gen = torch.Generator().manual_seed(0)
+    x, w = leaf(1, T, D, dtype=DTYPES[dtype], gen=gen), leaf(D, W, dtype=DTYPES[dtype], gen=gen, scale=0.5)
+    return fwd_bwd(call(impl), (x, w), backward), dict(flops=2 * T * D * W * (3 if backward else 1),
+                                                        bytes_moved=moved(T, dtype, backward))
+
+
 @pytest.mark.parametrize("T", LENGTHS, ids=lambda t: f"T{t}")
 @pytest.mark.parametrize("dtype", ["fp32", "bf16"])
 @pytest.mark.parametrize("backward", [False, True], ids=["fwd", "fwd+bwd"])
-@pytest.mark.parametrize("impl", candidates("causal_conv1d", {"B": 1, "T": LENGTHS[-1], "D": D, "W": W},
-                                            torch.float32, True))
+@pytest.mark.parametrize("impl", CANDIDATES)
 def test_causal_conv1d(benchmark, impl, T, dtype, backward):
     benchmark.group = f"causal_conv1d {dtype} {'fwd+bwd' if backward else 'fwd'}"
-    gen = torch.Generator().manual_seed(0)
-    x, w = leaf(1, T, D, dtype=DTYPES[dtype], gen=gen), leaf(D, W, dtype=DTYPES[dtype], gen=gen, scale=0.5)
-    run_case(benchmark, fwd_bwd(call(impl), (x, w), backward), flops=2 * T * D * W * (3 if backward else 1),
-             bytes_moved=moved(T, dtype, backward))
+    step, counts = case(impl, T, dtype, backward)
+    run_case(benchmark, step, **counts)

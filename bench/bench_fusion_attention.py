@@ -21,15 +21,23 @@ def call(name):
     return lambda q, k, v: impl(q, k, v, causal=True, scale=None, cu_seqlens=None)
 
 
+CANDIDATES = candidates("fusion_attention", {"B": 1, "TQ": LENGTHS[-1], "TK": LENGTHS[-1], "H": H, "HKV": HKV,
+                                             "D": D, "DV": D}, torch.float32, True)
+
+
+def case(impl, T, dtype, backward):
+    """The step to time and its roofline counts."""
+    gen = torch.Generator().manual_seed(0)
+    q, k, v = (leaf(1, T, h, D, dtype=DTYPES[dtype], gen=gen) for h in (H, HKV, HKV))
+    step = fwd_bwd(call(impl), (q, k, v), backward)
+    return step, dict(flops=2 * H * T * T * D * (3.5 if backward else 1))  # causal: half of 2 matmuls of 2*T*T*D
+
+
 @pytest.mark.parametrize("T", LENGTHS, ids=lambda t: f"T{t}")
 @pytest.mark.parametrize("dtype", ["fp32", "bf16"])
 @pytest.mark.parametrize("backward", [False, True], ids=["fwd", "fwd+bwd"])
-@pytest.mark.parametrize("impl", candidates("fusion_attention", {"B": 1, "TQ": LENGTHS[-1], "TK": LENGTHS[-1],
-                                                                 "H": H, "HKV": HKV, "D": D, "DV": D},
-                                            torch.float32, True))
+@pytest.mark.parametrize("impl", CANDIDATES)
 def test_fusion_attention(benchmark, impl, T, dtype, backward):
     benchmark.group = f"fusion_attention {dtype} {'fwd+bwd' if backward else 'fwd'}"
-    gen = torch.Generator().manual_seed(0)
-    q, k, v = (leaf(1, T, h, D, dtype=DTYPES[dtype], gen=gen) for h in (H, HKV, HKV))
-    run_case(benchmark, fwd_bwd(call(impl), (q, k, v), backward),
-             flops=2 * H * T * T * D * (3.5 if backward else 1))  # causal: half of 2 matmuls of 2*T*T*D
+    step, counts = case(impl, T, dtype, backward)
+    run_case(benchmark, step, **counts)

@@ -2,7 +2,8 @@
 import pytest
 import torch
 
-from bench.common import QUICK, candidates, fwd_bwd, gdn_inputs, implementations, run_case, transformers_fn
+from bench.common import (DTYPES, QUICK, candidates, fwd_bwd, gdn_inputs, implementations, run_case,
+                          transformers_fn)
 
 H, K = (2, 32) if QUICK else (8, 128)
 LENGTHS = [256] if QUICK else [1024, 2048, 8192]
@@ -24,15 +25,22 @@ def call(name):
                                       cu_seqlens=None, use_qk_l2norm_in_kernel=True)
 
 
+CANDIDATES = sorted({n for s in SHAPES for n in candidates(
+    "chunk_gated_delta_rule", s, torch.float32, True)} | {"transformers"})
+
+
+def case(impl, T, dtype, backward):
+    """The step to time and its roofline counts."""
+    gen = torch.Generator().manual_seed(0)
+    inputs = gdn_inputs(1, T, H, K, DTYPES[dtype], gen)
+    return fwd_bwd(call(impl), inputs, backward), dict(flops=flops(T, backward))
+
+
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: f"T{s['T']}")
 @pytest.mark.parametrize("dtype", ["fp32", "bf16"])
 @pytest.mark.parametrize("backward", [False, True], ids=["fwd", "fwd+bwd"])
-@pytest.mark.parametrize("impl", sorted({n for s in SHAPES for n in candidates(
-    "chunk_gated_delta_rule", s, torch.float32, True)} | {"transformers"}))
+@pytest.mark.parametrize("impl", CANDIDATES)
 def test_chunk_gated_delta_rule(benchmark, impl, shape, dtype, backward):
-    from bench.common import DTYPES
-
     benchmark.group = f"chunk_gated_delta_rule {dtype} {'fwd+bwd' if backward else 'fwd'}"
-    gen = torch.Generator().manual_seed(0)
-    inputs = gdn_inputs(1, shape["T"], H, K, DTYPES[dtype], gen)
-    run_case(benchmark, fwd_bwd(call(impl), inputs, backward), flops=flops(shape["T"], backward))
+    step, counts = case(impl, shape["T"], dtype, backward)
+    run_case(benchmark, step, **counts)

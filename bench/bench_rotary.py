@@ -14,17 +14,25 @@ def call(name):
     return lambda q, k, cos, sin: torch.cat([t.flatten() for t in fn(q, k, cos, sin, unsqueeze_dim=1)])
 
 
-@pytest.mark.parametrize("T", LENGTHS, ids=lambda t: f"T{t}")
-@pytest.mark.parametrize("dtype", ["fp32", "bf16"])
-@pytest.mark.parametrize("backward", [False, True], ids=["fwd", "fwd+bwd"])
-@pytest.mark.parametrize("impl", candidates("rotary", {"B": 1, "T": LENGTHS[-1], "H": H, "HK": HK, "D": D, "R": R},
-                                            torch.float32, True))
-def test_rotary(benchmark, impl, T, dtype, backward):
-    benchmark.group = f"rotary {dtype} {'fwd+bwd' if backward else 'fwd'}"
+CANDIDATES = candidates("rotary", {"B": 1, "T": LENGTHS[-1], "H": H, "HK": HK, "D": D, "R": R}, torch.float32, True)
+
+
+def case(impl, T, dtype, backward):
+    """The step to time and its roofline counts."""
     gen = torch.Generator().manual_seed(0)
     q, k = leaf(1, H, T, D, dtype=DTYPES[dtype], gen=gen), leaf(1, HK, T, D, dtype=DTYPES[dtype], gen=gen)
     angles = torch.randn(1, T, R // 2, generator=gen)
     cos, sin = (torch.cat([f(angles)] * 2, -1).to(DEVICE, DTYPES[dtype]) for f in (torch.cos, torch.sin))
     elem = DTYPES[dtype].itemsize
     step = fwd_bwd(lambda a, b: call(impl)(a, b, cos, sin), (q, k), backward)
-    run_case(benchmark, step, bytes_moved=2 * (H + HK) * T * D * elem * (3 if backward else 1))
+    return step, dict(bytes_moved=2 * (H + HK) * T * D * elem * (3 if backward else 1))
+
+
+@pytest.mark.parametrize("T", LENGTHS, ids=lambda t: f"T{t}")
+@pytest.mark.parametrize("dtype", ["fp32", "bf16"])
+@pytest.mark.parametrize("backward", [False, True], ids=["fwd", "fwd+bwd"])
+@pytest.mark.parametrize("impl", CANDIDATES)
+def test_rotary(benchmark, impl, T, dtype, backward):
+    benchmark.group = f"rotary {dtype} {'fwd+bwd' if backward else 'fwd'}"
+    step, counts = case(impl, T, dtype, backward)
+    run_case(benchmark, step, **counts)

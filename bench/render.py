@@ -14,8 +14,11 @@ from pathlib import Path
 def load(path: Path):
     data = json.loads(path.read_text())
     ceil = data["machine_info"].get("sp_kernels_ceilings", {})
-    rows = []
+    rows, paired = [], []
     for b in data["benchmarks"]:
+        if "paired" in b.get("extra_info", {}):
+            paired.append(b["extra_info"]["paired"])
+            continue
         params = b.get("params") or {}
         size = params.get("T") or (params.get("shape") or {}).get("T") or 0
         impl = params.get("impl") or params.get("how")
@@ -23,24 +26,33 @@ def load(path: Path):
         extra = b.get("extra_info", {})
         rows.append(dict(group=b["group"], impl=impl, T=size, seconds=best, peak=extra.get("peak_bytes"),
                          flops=extra.get("flops") or 0, bytes=extra.get("bytes") or 0))
-    return rows, ceil, data["machine_info"].get("sp_kernels_device", "")
+    return rows, paired, ceil, data["machine_info"].get("sp_kernels_device", "")
 
 
-def table(rows, ceil) -> str:
+def _ratio(x: float) -> str:
+    """``x`` = baseline time / our time."""
+    return f"{x:.2f}x faster" if x >= 1 else f"{1 / x:.2f}x slower"
+
+
+def table(rows, paired, ceil) -> str:
     by_group = defaultdict(list)
     for r in rows:
         by_group[r["group"]].append(r)
     out = [f"Ceilings measured in the same run: {ceil.get('matmul_gflops')} GFLOP/s fp32 matmul, "
            f"{ceil.get('copy_gbps')} GB/s copy. Times are the best of each case's rounds.", ""]
+    if paired:
+        out += ["### paired fp32 fwd+bwd (ours and transformers alternated in one case, best of each)", "",
+                "| op | impl | T | ours (ms) | transformers (ms) | ratio |", "|---|---|---|---|---|---|"]
+        for p in paired:
+            out.append(f"| {p['op']} | {p['impl']} | {p['T']} | {1e3 * p['ours_s']:.2f} | "
+                       f"{1e3 * p['transformers_s']:.2f} | {_ratio(p['transformers_s'] / p['ours_s'])} |")
+        out.append("")
     for group, items in by_group.items():
         base = {r["T"]: r["seconds"] for r in items if r["impl"] == "transformers"}
         out += [f"### {group}", "", "| impl | T | time (ms) | vs transformers | roofline | peak memory (MB) |",
                 "|---|---|---|---|---|---|"]
         for r in sorted(items, key=lambda r: (r["impl"], r["T"])):
-            ratio = ""
-            if r["T"] in base and r["impl"] != "transformers":
-                x = base[r["T"]] / r["seconds"]
-                ratio = f"{x:.2f}x faster" if x >= 1 else f"{1 / x:.2f}x slower"
+            ratio = _ratio(base[r["T"]] / r["seconds"]) if r["T"] in base and r["impl"] != "transformers" else ""
             roof = ""
             memory_bound = r["bytes"] and ceil.get("copy_gbps") and (
                 not r["flops"] or r["flops"] / r["bytes"] * ceil["copy_gbps"] < ceil.get("matmul_gflops", 0))
@@ -56,17 +68,27 @@ def table(rows, ceil) -> str:
     return "\n".join(out)
 
 
-def plot(rows, path: Path, title: str) -> None:
+def plot(rows, paired, path: Path, title: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     groups = sorted({r["group"] for r in rows})
+    panels = len(groups) + bool(paired)
     cols = 2
-    fig, axes = plt.subplots((len(groups) + cols - 1) // cols, cols, figsize=(12, 3.2 * ((len(groups) + 1) // 2)),
+    fig, axes = plt.subplots((panels + cols - 1) // cols, cols, figsize=(12, 3.2 * ((panels + 1) // 2)),
                              squeeze=False)
-    for ax, group in zip(axes.flat, groups):
+    if paired:  # first panel: the paired ratios
+        ax = axes.flat[0]
+        ratios = [p["transformers_s"] / p["ours_s"] for p in paired]
+        ax.barh([f"{p['op']} ({p['impl']})" for p in paired], ratios)
+        ax.axvline(1.0, color="k", lw=0.8)
+        ax.set_xlabel("transformers time / our time (paired, fp32 fwd+bwd)")
+        ax.set_title("speed-up over transformers' torch fallback", fontsize=9)
+        ax.tick_params(axis="y", labelsize=7)
+        ax.grid(alpha=0.3, axis="x")
+    for ax, group in zip(list(axes.flat)[bool(paired):], groups):
         series = defaultdict(list)
         for r in rows:
             if r["group"] == group:
@@ -83,7 +105,7 @@ def plot(rows, path: Path, title: str) -> None:
         ax.set_yscale("log")
         ax.legend(fontsize=7)
         ax.grid(alpha=0.3)
-    for ax in list(axes.flat)[len(groups):]:
+    for ax in list(axes.flat)[panels:]:
         ax.axis("off")
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
@@ -93,10 +115,10 @@ def plot(rows, path: Path, title: str) -> None:
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     path = Path(argv[0])
-    rows, ceil, device = load(path)
-    md = table(rows, ceil)
+    rows, paired, ceil, device = load(path)
+    md = table(rows, paired, ceil)
     path.with_suffix(".md").write_text(md + "\n")
-    plot(rows, path.with_suffix(".png"), f"sp-kernels microbenchmarks on {device}")
+    plot(rows, paired, path.with_suffix(".png"), f"sp-kernels microbenchmarks on {device}")
     print(md)
     print(f"wrote {path.with_suffix('.md')} and {path.with_suffix('.png')}")
     return 0

@@ -39,7 +39,7 @@ def _parser() -> argparse.ArgumentParser:
 
     bench = sub.add_parser("bench", help="run the microbenchmarks (source checkout) and render table + plot")
     bench.add_argument("--op", default=None, help="gated_delta_rule, causal_conv1d, rotary, fusion_attention, "
-                       "dispatch_overhead (default: all)")
+                       "dispatch_overhead, paired (default: all)")
     bench.add_argument("--quick", action="store_true", help="tiny shapes, one round: checks the benchmarks run")
     bench.add_argument("--out", default=None, help="JSON path (default bench/results/latest.json)")
     bench.add_argument("--targets", action="store_true",

@@ -1,4 +1,4 @@
-"""``python -m kernels bench [--op NAME] [--quick] [--targets]``: run the microbenchmarks in ``bench/`` (a source checkout)
+"""``python -m kernels bench [--op NAME] [--quick] [--targets]``: run the microbenchmarks in ``bench/``
 with pytest-benchmark, save the JSON in ``bench/results/``, and render its table and plot."""
 from __future__ import annotations
 
@@ -8,11 +8,12 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-OPS = ("gated_delta_rule", "causal_conv1d", "rotary", "fusion_attention", "dispatch_overhead")
+OPS = ("gated_delta_rule", "causal_conv1d", "rotary", "fusion_attention", "dispatch_overhead", "paired")
 # the cases behind the README's table (issue 5's targets): fp32 forward+backward at T=2048 for every op, our delta
-# rule and conv also at T=1024 and 8192 (scaling), transformers' delta rule at T=1024, and the dispatch overhead
+# rule and conv also at T=1024 and 8192 (scaling), transformers' delta rule at T=1024, the dispatch overhead and
+# the paired ratios
 TARGETS = ("fp32 and fwd+bwd and (T2048 or (torch and (T1024 or T8192)) or (transformers and T1024 and gated)) "
-           "or overhead")
+           "or overhead or paired")
 
 
 def main(op: str | None = None, quick: bool = False, out: str | None = None, targets: bool = False) -> int:

@@ -1,0 +1,39 @@
+"""Paired ratios for the README's targets (fp32 forward+backward at T=2048): the implementation the registry picks
+and transformers' torch fallback are timed alternately inside one case, best of ``ROUNDS`` each, so a slow phase of
+a noisy machine slows both sides alike (separate cases can land in different phases)."""
+import time
+
+import pytest
+import torch
+
+from bench import bench_causal_conv1d, bench_fusion_attention, bench_gated_delta_rule, bench_rotary
+from bench.common import DEVICE, QUICK, implementations
+
+OPS = {"chunk_gated_delta_rule": bench_gated_delta_rule, "causal_conv1d": bench_causal_conv1d,
+       "rotary": bench_rotary, "fusion_attention": bench_fusion_attention}
+ROUNDS = 1 if QUICK else 7
+
+
+def _timed(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - t0
+
+
+@pytest.mark.parametrize("op", list(OPS))
+def test_paired(benchmark, op):
+    module = OPS[op]
+    ours = max((n for n in module.CANDIDATES if n != "transformers"), key=lambda n: implementations(op)[n].priority)
+    T = module.LENGTHS[0] if QUICK else 2048
+    steps = {"ours": module.case(ours, T, "fp32", True)[0], "transformers": module.case("transformers", T, "fp32",
+                                                                                          True)[0]}
+    best = {name: _timed(fn) for name, fn in steps.items()}  # warm-up, kept only if never beaten
+    for _ in range(ROUNDS):
+        for name, fn in steps.items():
+            best[name] = min(best[name], _timed(fn))
+    benchmark.group = "paired fp32 fwd+bwd"
+    benchmark.extra_info["paired"] = {"op": op, "impl": ours, "T": T, "ours_s": best["ours"],
+                                      "transformers_s": best["transformers"], "rounds": ROUNDS}
+    benchmark.pedantic(steps["ours"], rounds=1, warmup_rounds=0)
