@@ -37,3 +37,19 @@ def test_paired(benchmark, op):
     benchmark.extra_info["paired"] = {"op": op, "impl": ours, "T": T, "ours_s": best["ours"],
                                       "transformers_s": best["transformers"], "rounds": ROUNDS}
     benchmark.pedantic(steps["ours"], rounds=1, warmup_rounds=0)
+
+
+def test_paired_scaling(benchmark):
+    """chunk_gated_delta_rule forward+backward at T=1024 and T=8192 alternated: the cost of 8x the length."""
+    module, op = bench_gated_delta_rule, "chunk_gated_delta_rule"
+    ours = max((n for n in module.CANDIDATES if n != "transformers"), key=lambda n: implementations(op)[n].priority)
+    short, long = (module.LENGTHS[0], 8 * module.LENGTHS[0]) if QUICK else (1024, 8192)
+    steps = {short: module.case(ours, short, "fp32", True)[0], long: module.case(ours, long, "fp32", True)[0]}
+    best = {T: _timed(fn) for T, fn in steps.items()}
+    for _ in range(ROUNDS):
+        for T, fn in steps.items():
+            best[T] = min(best[T], _timed(fn))
+    benchmark.group = "paired scaling"
+    benchmark.extra_info["paired_scaling"] = {"op": op, "impl": ours, "short": short, "long": long,
+                                              "short_s": best[short], "long_s": best[long], "rounds": ROUNDS}
+    benchmark.pedantic(steps[short], rounds=1, warmup_rounds=0)

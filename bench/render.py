@@ -16,8 +16,9 @@ def load(path: Path):
     ceil = data["machine_info"].get("sp_kernels_ceilings", {})
     rows, paired = [], []
     for b in data["benchmarks"]:
-        if "paired" in b.get("extra_info", {}):
-            paired.append(b["extra_info"]["paired"])
+        extra = b.get("extra_info", {})
+        if "paired" in extra or "paired_scaling" in extra:
+            paired.append(extra.get("paired") or extra["paired_scaling"])
             continue
         params = b.get("params") or {}
         size = params.get("T") or (params.get("shape") or {}).get("T") or 0
@@ -40,12 +41,22 @@ def table(rows, paired, ceil) -> str:
         by_group[r["group"]].append(r)
     out = [f"Ceilings measured in the same run: {ceil.get('matmul_gflops')} GFLOP/s fp32 matmul, "
            f"{ceil.get('copy_gbps')} GB/s copy. Times are the best of each case's rounds.", ""]
-    if paired:
+    ratios = [p for p in paired if "ours_s" in p]
+    scaling = [p for p in paired if "long_s" in p]
+    if ratios:
         out += ["### paired fp32 fwd+bwd (ours and transformers alternated in one case, best of each)", "",
                 "| op | impl | T | ours (ms) | transformers (ms) | ratio |", "|---|---|---|---|---|---|"]
-        for p in paired:
+        for p in ratios:
             out.append(f"| {p['op']} | {p['impl']} | {p['T']} | {1e3 * p['ours_s']:.2f} | "
                        f"{1e3 * p['transformers_s']:.2f} | {_ratio(p['transformers_s'] / p['ours_s'])} |")
+        out.append("")
+    if scaling:
+        out += ["### paired scaling, fp32 fwd+bwd (both lengths alternated in one case, best of each)", "",
+                "| op | impl | short T (ms) | long T (ms) | long / short |", "|---|---|---|---|---|"]
+        for p in scaling:
+            out.append(f"| {p['op']} | {p['impl']} | {p['short']}: {1e3 * p['short_s']:.2f} | {p['long']}: "
+                       f"{1e3 * p['long_s']:.2f} | {p['long_s'] / p['short_s']:.2f}x for {p['long'] // p['short']}x "
+                       f"the length |")
         out.append("")
     for group, items in by_group.items():
         base = {r["T"]: r["seconds"] for r in items if r["impl"] == "transformers"}
@@ -75,6 +86,7 @@ def plot(rows, paired, path: Path, title: str) -> None:
     import matplotlib.pyplot as plt
 
     groups = sorted({r["group"] for r in rows})
+    paired = [p for p in paired if "ours_s" in p]
     panels = len(groups) + bool(paired)
     cols = 2
     fig, axes = plt.subplots((panels + cols - 1) // cols, cols, figsize=(12, 3.2 * ((panels + 1) // 2)),
