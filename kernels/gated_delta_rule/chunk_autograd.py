@@ -176,7 +176,7 @@ def _forward_block(q, k, v, gc, beta, h, saved):
     kd3t = _flat(k * (gc[..., -1:] - gc).exp()[..., None]).transpose(-1, -2)
     values3, nw3 = _flat(values), _flat(nw)
     gam3 = gam[..., -1].flatten(1)[..., None, None]  # Gam_C
-    for i in range(v.shape[0]):  # h[n] enters chunk n: values[n] = u + (-w) h[n], h[n + 1] = Gam_C h[n] + kd^T values
+    for i in range(v.shape[0]):  # h[n] enters chunk n: U[n] = u + (-w) h[n], h[n + 1] = Gam_C h[n] + kd^T U[n]
         values3[i].baddbmm_(nw3[i], h[i])
         torch.mul(h[i], gam3[i], out=h[i + 1]).baddbmm_(kd3t[i], values3[i])
     qg = q * gam[..., None]
@@ -186,9 +186,9 @@ def _forward_block(q, k, v, gc, beta, h, saved):
 
 def _backward_block(prepared, saved, do_grad, dh, scale, l2norm, out):
     """Chunks ``[n0, n1)`` in reverse. ``prepared = (q, k, v, gc, beta, rq, rk)`` and ``saved = (qk, kk, tm,
-    values = U, nw = -w, h)`` sliced to the block (``h`` with ``n1 - n0 + 1`` states), ``do_grad [B, (n1 - n0) C, HV, V]``,
-    ``dh`` = dL/d(state leaving chunk n1 - 1) ``[BH * G, K, V]``, ``out`` the ``_chunk_view`` of the block's dq,
-    dk, dv (written). Returns the chunked ``(dg, dbeta)`` and dL/d(state entering chunk n0).
+    values = U, nw = -w, h)`` sliced to the block (``h`` with ``n1 - n0 + 1`` states), ``do_grad [B, (n1 - n0) C,
+    HV, V]``, ``dh`` = dL/d(state leaving chunk n1 - 1) ``[BH * G, K, V]``, ``out`` the ``_chunk_view`` of the
+    block's dq, dk, dv (written). Returns the chunked ``(dg, dbeta)`` and dL/d(state entering chunk n0).
 
     Only the reverse state recurrence is sequential (two matmuls per chunk); what does not feed it (the
     ``(Gam q)^T dO`` terms before it, the state-facing gradients after it) is batched over the block."""
