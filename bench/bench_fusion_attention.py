@@ -21,8 +21,12 @@ def call(name):
     return lambda q, k, v: impl(q, k, v, causal=True, scale=None, cu_seqlens=None)
 
 
-CANDIDATES = candidates("fusion_attention", {"B": 1, "TQ": LENGTHS[-1], "TK": LENGTHS[-1], "H": H, "HKV": HKV,
-                                             "D": D, "DV": D}, torch.float32, True)
+def shapes(T):
+    """The registry's view of a case (what selection sees)."""
+    return {"B": 1, "TQ": T, "TK": T, "H": H, "HKV": HKV, "D": D, "DV": D}
+
+
+CANDIDATES = candidates("fusion_attention", shapes(LENGTHS[-1]), torch.float32, True)
 
 
 def case(impl, T, dtype, backward):

@@ -7,7 +7,12 @@ from bench.common import (DTYPES, QUICK, candidates, fwd_bwd, gdn_inputs, implem
 
 H, K = (2, 32) if QUICK else (8, 128)
 LENGTHS = [256] if QUICK else [1024, 2048, 8192]
-SHAPES = [dict(B=1, T=T, H=H, HV=H, K=K, V=K) for T in LENGTHS]
+def shapes(T):
+    """The registry's view of a case (what selection sees)."""
+    return {"B": 1, "T": T, "H": H, "HV": H, "K": K, "V": K}
+
+
+SHAPES = [shapes(T) for T in LENGTHS]
 
 
 def flops(T, backward):

@@ -14,7 +14,12 @@ def call(name):
     return lambda q, k, cos, sin: torch.cat([t.flatten() for t in fn(q, k, cos, sin, unsqueeze_dim=1)])
 
 
-CANDIDATES = candidates("rotary", {"B": 1, "T": LENGTHS[-1], "H": H, "HK": HK, "D": D, "R": R}, torch.float32, True)
+def shapes(T):
+    """The registry's view of a case (what selection sees)."""
+    return {"B": 1, "T": T, "H": H, "HK": HK, "D": D, "R": R}
+
+
+CANDIDATES = candidates("rotary", shapes(LENGTHS[-1]), torch.float32, True)
 
 
 def case(impl, T, dtype, backward):
