@@ -160,18 +160,18 @@ def _block_chunks(chunk_numel: int) -> int:
 
 def _forward_block(q, k, v, gc, beta, h, saved):
     """Chunks ``[n0, n1)``: q, k, v, gc, beta of the block, ``h`` the states ``[n1 - n0 + 1, BH * G, K, V]``
-    (``h[0]`` given, the rest written) and ``saved = (qk, kk, tm, values, nw, o)`` sliced to the block, written
-    (``values`` first holds ``u``, then ``U = u - w S``; ``nw = -w``).
+    (``h[0]`` given, the rest written) and ``saved = (qk, kk, values, nw, o)`` of the block, written (``values``
+    first holds ``u``, then ``U = u - w S``; ``nw = -w``). Returns ``Tm``.
 
     Only the state recurrence is sequential (two matmuls per chunk); the outputs ``o = (Gam q) h + P U`` are
     batched over the block once its states are known."""
-    qk, kk, tm, values, nw, o = saved
+    qk, kk, values, nw, o = saved
     gam = gc.exp()
     kt = k.transpose(-1, -2)
     torch.matmul(q, kt, out=qk)
     torch.matmul(k, kt, out=kk)
     decay = _decay(gc)
-    tm.copy_(_unit_lower_inverse((kk * beta[..., :, None]).mul_(decay).mul_(_strictly_lower(decay))))
+    tm = _unit_lower_inverse((kk * beta[..., :, None]).mul_(decay).mul_(_strictly_lower(decay)))
     _wy(tm, v, k, beta, gam, values, nw)
     kd3t = _flat(k * (gc[..., -1:] - gc).exp()[..., None]).transpose(-1, -2)
     values3, nw3 = _flat(values), _flat(nw)
@@ -182,6 +182,7 @@ def _forward_block(q, k, v, gc, beta, h, saved):
     qg = q * gam[..., None]
     torch.bmm(qg.flatten(0, 2), h[:-1].flatten(0, 1), out=o.flatten(0, 2))
     o.flatten(0, 2).baddbmm_(decay.mul_(qk).flatten(0, 2), values.flatten(0, 2))  # + P values, P = (q k^T) D
+    return tm
 
 
 def _backward_block(prepared, saved, do_grad, dh, scale, l2norm, out):
@@ -289,11 +290,11 @@ class ChunkGatedDeltaRule(torch.autograd.Function):
             nb, tokens = min(step, NC - n0), slice(n0 * C, min(n0 + step, NC) * C)
             prepared = _prepare(inputs, tokens, scale, l2norm)
             qk, kk = q.new_empty(nb, BH, 1, C, C), q.new_empty(nb, BH, 1, C, C)
-            tm, values, nw = v.new_empty(nb, BH, G, C, C), v.new_empty(nb, BH, G, C, V), v.new_empty(nb, BH, G, C, K)
+            values, nw = v.new_empty(nb, BH, G, C, V), v.new_empty(nb, BH, G, C, K)
             h = v.new_empty(nb + 1, BH * G, K, V)  # h[n] enters chunk n of the block
             h[0] = state
             o_ = torch.empty_like(prepared[2])
-            _forward_block(*prepared[:5], h, (qk, kk, tm, values, nw, o_))
+            tm = _forward_block(*prepared[:5], h, (qk, kk, values, nw, o_))
             _store_chunks(o[:, tokens], o_)
             state = h[nb]
             saved += [*prepared, qk, kk, tm, values, nw, h]
