@@ -12,7 +12,7 @@ D, W, T = 64, 4, 16
 @pytest.mark.parametrize("how", ["direct", "kernelize-binding", "public-op"])
 def test_dispatch_overhead(benchmark, how):
     from dispatch import Context, detect
-    from kernels.kernelize.bindings import OpBinding
+    from sp_kernels.kernelize.bindings import OpBinding
 
     benchmark.group = "dispatch overhead (causal_conv1d, tiny tensors)"
     gen = torch.Generator().manual_seed(0)

@@ -7,7 +7,7 @@ packing and sequence-parallel degree of one call — telling why every other can
 from dispatch import ub
 from dispatch.context import Context
 from dispatch.devices import DeviceProfile, detect, known_profiles, resolve_profile
-from dispatch.packages import probe_package
+from dispatch.packages import foreign_kernels, probe_package, warn_if_foreign_kernels
 from dispatch.registry import (
     FORCE_ENV,
     OPS,
@@ -30,6 +30,7 @@ __all__ = [
     "Selection",
     "detect",
     "forced_from_env",
+    "foreign_kernels",
     "implementations",
     "known_profiles",
     "probe_package",
@@ -40,3 +41,5 @@ __all__ = [
     "ub",
     "unregister",
 ]
+
+warn_if_foreign_kernels()

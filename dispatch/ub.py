@@ -10,9 +10,9 @@ Each :class:`TileModel` counts the kernel's live ``[BT, BD]`` tiles: ``io`` tile
 (double-buffered when the compiler multi-buffers the loads) and ``f32`` accumulator / temporary tiles. The models
 of flash-linear-attention's causal conv kernels are :class:`FittedTileModel` s instead: calibrated against the real
 compiler (bishengir from ``ascendnpu-ir`` 1.2.0, driven by ``triton-ascend`` 3.2.0 offline — see
-``kernels/compile_check/ascend.py``) on the configurations in ``dispatch/data/ub_table.json``, with which they agree
+``sp_kernels/compile_check/ascend.py``) on the configurations in ``dispatch/data/ub_table.json``, with which they agree
 on every record (``tests/compile_check/test_ub_table.py``). So are the models of our own Triton kernels
-(``ours.*``, calibration grid in ``kernels/compile_check/ours_specs.py``); the counted models they replace remain in
+(``ours.*``, calibration grid in ``sp_kernels/compile_check/ours_specs.py``); the counted models they replace remain in
 :data:`COUNTED` for the CUDA tile heuristics. See :data:`MODELS` for each model's source.
 """
 from __future__ import annotations
@@ -219,7 +219,7 @@ def check_launches(launches, profile: DeviceProfile, dtype: torch.dtype) -> tupl
     return True, ""
 
 
-# --- our own portable Triton kernels (kernels/*/triton_impl.py, kernels/gated_delta_rule/fused_recurrent_triton.py)
+# --- our own portable Triton kernels (sp_kernels/*/triton_impl.py, sp_kernels/gated_delta_rule/fused_recurrent_triton.py)
 
 
 @dataclass(frozen=True)
@@ -278,35 +278,35 @@ class FittedRotaryModel(FittedTileModel):
 COUNTED: dict[str, TileModel] = {
     m.name: m
     for m in (
-        # kernels/causal_conv1d/triton_impl.py, counted from the kernel source. Forward: io tiles x, initial-state
+        # sp_kernels/causal_conv1d/triton_impl.py, counted from the kernel source. Forward: io tiles x, initial-state
         # and y; f32 tiles acc, input, product and sigmoid; BD vectors bias + W weight columns.
         TileModel("ours.causal_conv1d_fwd", io=3, f32=4, extra_f32=8,
-                  source="counted from kernels/causal_conv1d/triton_impl.py"),
+                  source="counted from sp_kernels/causal_conv1d/triton_impl.py"),
         # Backward: io tiles dy, x, initial-state, dfinal, dx, dh0; f32 tiles dx_acc, dz, dz0, z, sigmoid, input,
         # two products; BD vectors: dweight [BD, next_pow2(W)] + dbias + weight columns + bias.
         TileModel("ours.causal_conv1d_bwd", io=6, f32=8, extra_f32=16,
-                  source="counted from kernels/causal_conv1d/triton_impl.py"),
-        # kernels/rotary/triton_impl.py: BT rows x BD columns, BD = 2 * next_pow2(R/2) + next_pow2(D-R) (both
+                  source="counted from sp_kernels/causal_conv1d/triton_impl.py"),
+        # sp_kernels/rotary/triton_impl.py: BT rows x BD columns, BD = 2 * next_pow2(R/2) + next_pow2(D-R) (both
         # halves and the pass-through tail of one head). Forward io: x, cos, sin, out; f32: the same four.
         TileModel("ours.rotary_fwd", io=4, f32=4, extra_f32=0, params=("BT", "BD"),
-                  source="counted from kernels/rotary/triton_impl.py"),
+                  source="counted from sp_kernels/rotary/triton_impl.py"),
         # Backward io: dy, x, cos, sin, dx; f32: those five + the dcos / dsin accumulators + a product.
         TileModel("ours.rotary_bwd", io=5, f32=8, extra_f32=0, params=("BT", "BD"),
-                  source="counted from kernels/rotary/triton_impl.py"),
-        # kernels/gated_delta_rule/fused_recurrent_triton.py: the [BK, BV] state + 3 state-sized temporaries
+                  source="counted from sp_kernels/rotary/triton_impl.py"),
+        # sp_kernels/gated_delta_rule/fused_recurrent_triton.py: the [BK, BV] state + 3 state-sized temporaries
         # (h*k, k*delta, h*q); per token q, k (BK) and v, o (BV) vectors in io and f32.
         StateTileModel("ours.fused_recurrent_gated_delta_rule_fwd", io=4, f32=4, extra_f32=4,
-                       source="counted from kernels/gated_delta_rule/fused_recurrent_triton.py"),
+                       source="counted from sp_kernels/gated_delta_rule/fused_recurrent_triton.py"),
     )
 }
 
-_OURS = _BISHENGIR + " (calibration grid of kernels/compile_check/ours_specs.py)"
+_OURS = _BISHENGIR + " (calibration grid of sp_kernels/compile_check/ours_specs.py)"
 
 #: The conv backward's double buffering fails at BT=4, BD=64 though it works at BT=8, BD=32 and BT=2, BD=128 (bf16):
 #: no one linear form separates them. This row never counts single-buffered (its BT term is negative) and catches that
 #: corner double-buffered.
 _CONV_BWD_QUIRK = (0, 0, -50000, 0, 7902, -3125)
-#: our conv kernels (kernels/causal_conv1d/triton_impl.py), the most demanding variant (bias, SiLU, initial state,
+#: our conv kernels (sp_kernels/causal_conv1d/triton_impl.py), the most demanding variant (bias, SiLU, initial state,
 #: final state / its gradient): name -> {elem: row or rows (a, b, c, d, m[, n])} in bits, as FLA_FITTED.
 #: Forward, the [BT, BD] phase: fp32, a from the requires-N of the overflows and b = 120 below them (BT=8, BD=1024
 #: fits single-buffered); bf16, N = 208 BT BD + 160 BT overstates the boundary (every 8192-element tile with
@@ -321,14 +321,14 @@ OURS_CONV_FITTED: dict[str, dict] = {
     "ours.causal_conv1d_bwd": {2: ((3900, 1000, 1500, 0, 0, 2000), _CONV_BWD_QUIRK),
                                4: ((6630, -1672, -40480, 0, 0, 4000), _CONV_BWD_QUIRK)},
 }
-#: our rotary kernels (kernels/rotary/triton_impl.py): {elem: (a, b, m, n)} of :class:`FittedRotaryModel`. ``a`` is
+#: our rotary kernels (sp_kernels/rotary/triton_impl.py): {elem: (a, b, m, n)} of :class:`FittedRotaryModel`. ``a`` is
 #: exact (N = 512 BT BH backward, 256 / 272 forward); the tail's ``b`` and the double-buffering terms lie in the
 #: intervals the fits, single-buffered fits and overflows leave.
 OURS_ROTARY_FITTED: dict[str, dict[int, tuple[float, float, float, float]]] = {
     "ours.rotary_fwd": {2: (272, 4, 32, 4), 4: (256, 8, 160, 8)},
     "ours.rotary_bwd": {2: (512, 2, 128, 32), 4: (512, 2, 512, 16)},
 }
-#: our fused recurrent delta rule (kernels/gated_delta_rule/fused_recurrent_triton.py, with initial / final state
+#: our fused recurrent delta rule (sp_kernels/gated_delta_rule/fused_recurrent_triton.py, with initial / final state
 #: and in-kernel l2norm): {elem: (a, b, c, d, m)} of :class:`FittedStateTileModel`, exact on the overflows of
 #: BK x BV in {128 x 128, 256 x 64, 256 x 128}; no configuration was seen fitting only single-buffered (m: the
 #: double-buffered q, k / v vectors).

@@ -2,7 +2,7 @@
 import subprocess
 import sys
 
-from kernels.__main__ import main
+from sp_kernels.__main__ import main
 
 
 def test_explain_simulated_npu_with_sp(capsys):

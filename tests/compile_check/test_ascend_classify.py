@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from kernels.compile_check.ascend import classify, error_message
+from sp_kernels.compile_check.ascend import classify, error_message
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

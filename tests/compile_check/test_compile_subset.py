@@ -9,7 +9,7 @@ import os
 
 import pytest
 
-from kernels.compile_check.run import main
+from sp_kernels.compile_check.run import main
 
 pytestmark = pytest.mark.compile
 

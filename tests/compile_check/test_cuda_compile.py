@@ -3,8 +3,8 @@ import importlib.util
 
 import pytest
 
-from kernels.__main__ import main
-from kernels.compile_check.specs import CompileSpec
+from sp_kernels.__main__ import main
+from sp_kernels.compile_check.specs import CompileSpec
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="triton not installed")
 
@@ -16,7 +16,7 @@ def toy(block, dtype="fp16"):
 
 
 def test_compiles_for_sm90_and_reports_shared_memory_and_registers():
-    from kernels.compile_check.cuda import compile_spec
+    from sp_kernels.compile_check.cuda import compile_spec
 
     small, large = compile_spec(toy(32)), compile_spec(toy(128))
     assert small.status == large.status == "fits", (small, large)
@@ -27,7 +27,7 @@ def test_compiles_for_sm90_and_reports_shared_memory_and_registers():
 
 
 def test_a_kernel_that_does_not_compile_is_an_error_result():
-    from kernels.compile_check.cuda import compile_spec
+    from sp_kernels.compile_check.cuda import compile_spec
 
     bad = CompileSpec("toy.matmul", "tests.compile_check.toy_kernels", "toy_matmul", {"a": "*fp16"}, {"BLOCK": 32},
                       "fp16", {"BT": 32})

@@ -1,5 +1,5 @@
 """dispatch.ub's models agree with the real compiler (bishengir from ascendnpu-ir 1.2.0 via triton-ascend 3.2.0) on
-every configuration of dispatch/data/ub_table.json — see kernels/compile_check/ascend.py for how it was made."""
+every configuration of dispatch/data/ub_table.json — see sp_kernels/compile_check/ascend.py for how it was made."""
 import json
 from pathlib import Path
 

@@ -8,7 +8,7 @@ import torch
 import kernels  # noqa: F401  (registers the implementations)
 from dispatch import Context, Implementation, registered, resolve_profile, select, ub
 from dispatch.ub import Launch
-from kernels.causal_conv1d import fla as fla_conv
+from sp_kernels.causal_conv1d import fla as fla_conv
 from tests.helpers import only_portable
 
 
@@ -99,7 +99,7 @@ def test_fla_launch_mirror_on_the_training_path():
 MIRROR_CHECK = """
 import torch
 import fla.modules.causal_conv1d.backends.triton_ascend as t
-from kernels.causal_conv1d import fla as ours
+from sp_kernels.causal_conv1d import fla as ours
 for D in list(range(1, 700, 7)) + [1024, 2048, 2560, 4096, 8192, 12288]:
     for preferred in (32, 64, 256):
         assert ours._coregrid_bd(D, preferred) == t._select_coregrid_bd(D, preferred), (D, preferred)

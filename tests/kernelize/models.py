@@ -1,7 +1,7 @@
 """Tiny Qwen3.5 / Qwen3.5-MoE / Qwen3-Next models built from configs (no downloads)."""
 import torch
 
-from kernels.demo import scramble_weights, tiny_qwen3_5_config
+from sp_kernels.demo import scramble_weights, tiny_qwen3_5_config
 
 COMMON = dict(vocab_size=96, hidden_size=64, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
               head_dim=16, linear_num_key_heads=2, linear_num_value_heads=4, linear_key_head_dim=16,

@@ -6,7 +6,7 @@ import torch
 
 import kernels
 from dispatch import Implementation, implementations, registered
-from kernels import NPU_MARKER
+from sp_kernels import NPU_MARKER
 from tests.kernelize.models import build
 
 OPS = ("causal_conv1d", "chunk_gated_delta_rule", "rotary", "fusion_attention")

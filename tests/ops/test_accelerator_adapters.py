@@ -10,14 +10,14 @@ import types
 import pytest
 import torch
 
-from kernels.attention import npu as npu_attn
-from kernels.attention.flash_attn import varlen_args
-from kernels.attention.naive import attention_reference
-from kernels.gated_delta_rule import mindspeed
-from kernels.gated_delta_rule.naive import naive_recurrent_gated_delta_rule
-from kernels.rotary import fla as fla_rotary
-from kernels.rotary import npu as npu_rotary
-from kernels.rotary.naive import rotary_reference
+from sp_kernels.attention import npu as npu_attn
+from sp_kernels.attention.flash_attn import varlen_args
+from sp_kernels.attention.naive import attention_reference
+from sp_kernels.gated_delta_rule import mindspeed
+from sp_kernels.gated_delta_rule.naive import naive_recurrent_gated_delta_rule
+from sp_kernels.rotary import fla as fla_rotary
+from sp_kernels.rotary import npu as npu_rotary
+from sp_kernels.rotary.naive import rotary_reference
 
 F64 = torch.float64
 
@@ -184,7 +184,7 @@ def test_mindspeed_grouped_value_heads_by_repeating_qk(monkeypatch):
 
 
 def test_fla_block_ptr_probe(tmp_path):
-    from kernels._fla import _uses_block_ptr
+    from sp_kernels._fla import _uses_block_ptr
 
     (tmp_path / "ops").mkdir()
     (tmp_path / "ops" / "old.py").write_text("p = tl.make_block_ptr(x, (1,), (1,), (0,), (1,), (0,))\n")

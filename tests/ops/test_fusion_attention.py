@@ -8,9 +8,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import dispatch
-from kernels import fusion_attention
-from kernels.attention.api import OP
-from kernels.attention.torch_impl import attention_sdpa
+from sp_kernels import fusion_attention
+from sp_kernels.attention.api import OP
+from sp_kernels.attention.torch_impl import attention_sdpa
 
 F64 = torch.float64
 

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 import kernels
 from dispatch import implementations
-from kernels import chunk_gated_delta_rule
+from sp_kernels import chunk_gated_delta_rule
 
 OP = "chunk_gated_delta_rule"
 NAMES = ("q", "k", "v", "g", "beta", "initial_state")
@@ -290,7 +290,7 @@ def test_final_state_gradients(shape, l2norm):
 def test_chunk_function_gradcheck(l2norm):
     """torch.autograd.gradcheck (float64, finite differences, fast mode: random projections) through the custom
     Function: two chunks, grouped value heads."""
-    from kernels.gated_delta_rule.chunk_autograd import CHUNK, ChunkGatedDeltaRule
+    from sp_kernels.gated_delta_rule.chunk_autograd import CHUNK, ChunkGatedDeltaRule
 
     B, T, H, HV, K, V = 1, 2 * CHUNK, 1, 2, 4, 3
     x = make_inputs(B, T, H, HV, K, V, l2norm=l2norm, n_states=B, seed=5)
@@ -316,7 +316,7 @@ def test_chunk_function_leaves_inputs_untouched():
 def test_blocks_of_chunks_match_reference(monkeypatch, block):
     """Large inputs are processed in blocks of chunks (forward and backward); force small blocks on a small input,
     including a partial last block, and check parity (o, state, every gradient)."""
-    from kernels.gated_delta_rule import chunk_autograd
+    from sp_kernels.gated_delta_rule import chunk_autograd
 
     monkeypatch.setattr(chunk_autograd, "_block_chunks", lambda v: block)
     inputs = make_inputs(2, 330, 1, 2, 8, 16, n_states=2, seed=13)  # 6 chunks

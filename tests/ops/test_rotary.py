@@ -7,8 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import dispatch
-from kernels import apply_rotary_pos_emb
-from kernels.rotary.api import OP
+from sp_kernels import apply_rotary_pos_emb
+from sp_kernels.rotary.api import OP
 
 F64 = torch.float64
 

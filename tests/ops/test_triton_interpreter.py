@@ -26,9 +26,9 @@ import torch
 
 import kernels  # noqa: F401  (registers the implementations)
 from dispatch import Context, resolve_profile, select, ub
-from kernels.causal_conv1d.naive import causal_conv1d_reference
-from kernels.gated_delta_rule.naive import naive_recurrent_gated_delta_rule
-from kernels.rotary.naive import rotary_reference
+from sp_kernels.causal_conv1d.naive import causal_conv1d_reference
+from sp_kernels.gated_delta_rule.naive import naive_recurrent_gated_delta_rule
+from sp_kernels.rotary.naive import rotary_reference
 
 pytest.importorskip("triton")
 
@@ -36,9 +36,9 @@ F64 = torch.float64
 ROOT = Path(__file__).resolve().parents[2]
 INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
 MODULES = {
-    "conv": "kernels.causal_conv1d.triton_impl",
-    "rotary": "kernels.rotary.triton_impl",
-    "gdr": "kernels.gated_delta_rule.fused_recurrent_triton",
+    "conv": "sp_kernels.causal_conv1d.triton_impl",
+    "rotary": "sp_kernels.rotary.triton_impl",
+    "gdr": "sp_kernels.gated_delta_rule.fused_recurrent_triton",
 }
 #: kernel tests: only in the interpreter subprocess
 interpreted = pytest.mark.skipif(not INTERPRETED, reason="runs in test_kernels_in_the_interpreter's subprocess")
@@ -283,7 +283,7 @@ def test_compile_specs_cover_every_argument(tk):
 def test_registry_choices(monkeypatch):
     # the choice logic, whatever this machine's triton has: an NPU context needs triton-ascend's backend, which the
     # main venv (upstream triton) lacks
-    monkeypatch.setattr("kernels._triton.triton_usable", lambda device_type: (True, ""))
+    monkeypatch.setattr("sp_kernels._triton.triton_usable", lambda device_type: (True, ""))
     npu_conv = Context("causal_conv1d", NPU, torch.bfloat16, {"B": 1, "T": 4096, "D": 1280, "W": 4},
                        requires_grad=True)
     assert select("causal_conv1d", npu_conv).chosen.name == "triton"

@@ -1,0 +1,26 @@
+"""Per-device kernels for Gated DeltaNet models (Qwen3.5, Qwen3-Next) with sequence-parallel-aware dispatch.
+
+Public ops (each validated, then dispatched by the registry in :mod:`dispatch`)::
+
+    chunk_gated_delta_rule, causal_conv1d, apply_rotary_pos_emb, fusion_attention
+
+and :func:`kernelize` / :func:`unkernelize` for transformers models.
+"""
+from sp_kernels.gated_delta_rule import chunk_gated_delta_rule
+from sp_kernels.causal_conv1d import causal_conv1d
+from sp_kernels.rotary import apply_rotary_pos_emb
+from sp_kernels.attention import fusion_attention
+from sp_kernels.kernelize import NPU_MARKER, KernelizeReport, kernelize, unkernelize
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "NPU_MARKER",
+    "KernelizeReport",
+    "apply_rotary_pos_emb",
+    "causal_conv1d",
+    "chunk_gated_delta_rule",
+    "fusion_attention",
+    "kernelize",
+    "unkernelize",
+]

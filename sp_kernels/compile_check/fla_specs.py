@@ -1,0 +1,127 @@
+"""CompileSpecs for flash-linear-attention 0.6's Triton-Ascend causal conv kernels
+(``fla/modules/causal_conv1d/backends/triton_ascend.py``) over a grid of tiles: the calibration grid of
+:mod:`dispatch.ub` (``dispatch/data/ub_table.json``).
+
+fla wraps the kernels in ``triton.heuristics``; here every flag they would derive is given as the training path
+sets it for Qwen3.5's short conv: weight yes, **no bias**, ``activation='silu'``, no residual, no initial / final
+state. ``None`` pointers are specialised constants, as at a launch. Each kernel comes packed (``[B, T, D]``) and,
+as ``<name>.varlen``, for packed sequences (``cu_seqlens`` + ``chunk_indices``). The core-grid backward is
+launched twice on the packed path (fla splits off the last T-chunk): ``TAIL_MODE=0`` (block-pointer bulk, the
+name without suffix) and ``TAIL_MODE=1`` (masked tail, ``.tail``); varlen runs ``TAIL_MODE=2``.
+
+``D`` is a constexpr: it is fixed at 4096 (it only enters masks); ``W=4`` (Qwen3.5).
+"""
+from __future__ import annotations
+
+from sp_kernels.compile_check.specs import CompileSpec
+
+MODULE = "fla.modules.causal_conv1d.backends.triton_ascend"
+D = 4096
+T = 4096
+W = 4
+BTS = (8, 16, 32, 64, 128)
+BDS = (8, 16, 32, 64, 128, 256)
+DTYPES = ("bf16", "fp32")
+
+
+def _ptrs(dtype: str, *names: str) -> dict:
+    return {n: f"*{dtype}" for n in names}
+
+
+def _varlen(varlen: bool) -> tuple[dict, dict]:
+    """(signature, constexprs) of ``cu_seqlens`` / ``chunk_indices``."""
+    if varlen:
+        return {"cu_seqlens": "*i64", "chunk_indices": "*i64"}, {"IS_VARLEN": True}
+    return {}, {"cu_seqlens": None, "chunk_indices": None, "IS_VARLEN": False}
+
+
+def fwd_coregrid(dtype, BT, BD, varlen=False) -> CompileSpec:
+    sig_v, cx_v = _varlen(varlen)
+    return CompileSpec(
+        "fla.causal_conv1d_fwd_coregrid" + (".varlen" if varlen else ""), MODULE, "causal_conv1d_fwd_coregrid_kernel",
+        {**_ptrs(dtype, "x", "y", "y_linear", "weight"), **sig_v, "B": "i32", "T": "i32", "NUM_CHKS": "i32",
+         "NUM_BLKS_D": "i32"},
+        {"bias": None, "residual": None, "initial_state": None, **cx_v, "D": D, "W": W, "BT": BT, "BD": BD,
+         "ACTIVATION": "silu", "HAS_WEIGHT": True, "HAS_BIAS": False, "HAS_RESIDUAL": False, "HAS_Y_LINEAR": True,
+         "USE_INITIAL_STATE": False},
+        dtype, {"BT": BT, "BD": BD, "W": W}, note="calibration grid; training fwd (silu, saves y_linear)")
+
+
+def bwd_coregrid(dtype, BT, BD, tail_mode=0) -> CompileSpec:
+    varlen = tail_mode == 2
+    sig_v, cx_v = _varlen(varlen)
+    suffix = {0: "", 1: ".tail", 2: ".varlen"}[tail_mode]
+    return CompileSpec(
+        "fla.causal_conv1d_bwd_coregrid" + suffix, MODULE, "causal_conv1d_bwd_coregrid_kernel",
+        {**_ptrs(dtype, "x", "y", "weight", "dy", "dx"), "dw": "*fp32", **sig_v, "B": "i32", "T": "i32",
+         "NUM_BLKS_D": "i32", "NUM_CHKS": "i32", "NT_STRIDE": "i32", "I_T_OFFSET": "i32"},
+        {"initial_state": None, "dh0": None, "dht": None, "db": None, **cx_v, "D": D, "W": W, "BT": BT, "BD": BD,
+         "ACTIVATION": "silu", "HAS_WEIGHT": True, "HAS_BIAS": False, "USE_INITIAL_STATE": False,
+         "USE_FINAL_STATE": False, "TAIL_MODE": tail_mode},
+        dtype, {"BT": BT, "BD": BD, "W": W}, note=f"calibration grid; training bwd, TAIL_MODE={tail_mode}")
+
+
+def fwd_legacy(dtype, BT, BD, varlen=False) -> CompileSpec:
+    sig_v, cx_v = _varlen(varlen)
+    nt_per_block = 4 if dtype != "fp32" else 1  # fla's _launch_fwd_core
+    nt = T // BT
+    return CompileSpec(
+        "fla.causal_conv1d_fwd" + (".varlen" if varlen else ""), MODULE, "causal_conv1d_fwd_kernel",
+        {**_ptrs(dtype, "x", "y", "weight"), **sig_v, "B": "i32", "T": "i32", "stride_x_n": "i64",
+         "stride_x_t": "i32"},
+        {"bias": None, "residual": None, "initial_state": None, **cx_v, "stride_x_d": 1, "D": D, "W": W, "BT": BT,
+         "BW": W, "BD": BD, "NT": nt, "NT_GRID": -(-nt // nt_per_block), "MAX_NT_PER_BLOCK": nt_per_block,
+         "NT_GRID_OFFSET": 0, "ACTIVATION": "silu", "HAS_WEIGHT": True, "HAS_BIAS": False, "HAS_RESIDUAL": False,
+         "USE_INITIAL_STATE": False},
+        dtype, {"BT": BT, "BD": BD, "W": W}, note="calibration grid; legacy fwd (silu)")
+
+
+def bwd_dx(dtype, BT, BD, varlen=False) -> CompileSpec:
+    sig_v, cx_v = _varlen(varlen)
+    return CompileSpec(
+        "fla.causal_conv1d_bwd_dx" + (".varlen" if varlen else ""), MODULE, "causal_conv1d_bwd_dx_kernel",
+        {**_ptrs(dtype, "dy", "weight", "dx"), **sig_v, "B": "i32", "T": "i32", "stride_dy_n": "i64",
+         "stride_dy_t": "i32", "stride_dx_n": "i64", "stride_dx_t": "i32"},
+        {"dht": None, **cx_v, "stride_dy_d": 1, "stride_dx_d": 1, "D": D, "W": W, "BT": BT, "BW": W, "BD": BD,
+         "HAS_WEIGHT": True, "USE_FINAL_STATE": False, "CHUNK_OFFSET": 0},
+        dtype, {"BT": BT, "BD": BD, "W": W}, note="calibration grid; legacy bwd dx")
+
+
+def bwd_dwdb(dtype, BT, BD, varlen=False) -> CompileSpec:
+    sig_v, cx_v = _varlen(varlen)
+    return CompileSpec(
+        "fla.causal_conv1d_bwd_dwdb" + (".varlen" if varlen else ""), MODULE, "causal_conv1d_bwd_dwdb_kernel",
+        {**_ptrs(dtype, "x", "dy"), "dw": "*fp32", **sig_v, "B": "i32", "T": "i32", "stride_x_n": "i64",
+         "stride_x_t": "i32", "stride_dy_n": "i64", "stride_dy_t": "i32"},
+        {"initial_state": None, "db": None, **cx_v, "stride_x_d": 1, "stride_dy_d": 1, "D": D, "W": W, "BT": BT,
+         "BW": W, "BD": BD, "HAS_WEIGHT": True, "HAS_BIAS": False, "USE_INITIAL_STATE": False, "CHUNK_OFFSET": 0,
+         "NT": T // BT},
+        dtype, {"BT": BT, "BD": BD, "W": W}, note="calibration grid; legacy bwd dw (no bias)")
+
+
+def _builders():
+    return [
+        lambda dt, bt, bd: fwd_coregrid(dt, bt, bd),
+        lambda dt, bt, bd: fwd_coregrid(dt, bt, bd, varlen=True),
+        lambda dt, bt, bd: bwd_coregrid(dt, bt, bd, 0),
+        lambda dt, bt, bd: bwd_coregrid(dt, bt, bd, 1),
+        lambda dt, bt, bd: bwd_coregrid(dt, bt, bd, 2),
+        lambda dt, bt, bd: fwd_legacy(dt, bt, bd),
+        lambda dt, bt, bd: fwd_legacy(dt, bt, bd, varlen=True),
+        lambda dt, bt, bd: bwd_dx(dt, bt, bd),
+        lambda dt, bt, bd: bwd_dx(dt, bt, bd, varlen=True),
+        lambda dt, bt, bd: bwd_dwdb(dt, bt, bd),
+        lambda dt, bt, bd: bwd_dwdb(dt, bt, bd, varlen=True),
+    ]
+
+
+def fla_conv_specs(bts=BTS, bds=BDS, dtypes=DTYPES) -> list[CompileSpec]:
+    """Every kernel variant x dtype x (BT, BD) of the grid (W=4)."""
+    return [build(dt, bt, bd) for build in _builders() for dt in dtypes for bt in bts for bd in bds]
+
+
+def held_out_specs() -> list[CompileSpec]:
+    """Tiles off the grid (not powers of two apart from the grid's, or beyond it): compiled fresh to check the
+    fitted UB models predict them (see ``dispatch.ub``)."""
+    tiles = [(256, 8), (256, 16), (256, 32), (512, 8), (8, 512), (16, 512), (128, 512), (512, 16)]
+    return [build(dt, bt, bd) for build in _builders() for dt in DTYPES for bt, bd in tiles]

@@ -1,0 +1,98 @@
+"""``explain``: which implementation each op gets for a device and a model shape, and why the others did not."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from dispatch import Context, Selection, implementations, resolve_profile, select, ub
+from sp_kernels import _contexts
+from sp_kernels.kernelize import NPU_MARKER
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """Defaults: a Qwen3.5-27B-like layer (GatedDeltaNet 16 key / 48 value heads of 128; attention 24 / 4 heads)."""
+
+    batch: int = 1
+    seq_len: int = 4096
+    num_k_heads: int = 16
+    num_v_heads: int = 48
+    head_k_dim: int = 128
+    head_v_dim: int = 128
+    conv_kernel: int = 4
+    num_heads: int = 24
+    num_kv_heads: int = 4
+    head_dim: int = 256
+    rotary_dim: int = 64
+
+
+def explain(device="cpu", *, sp_size: int = 1, ub_kib: int | None = None, dtype: torch.dtype = torch.bfloat16, shape: ModelShape = ModelShape(),
+            packed: bool = False, mode: str = "train", force: dict | None = None) -> list[Selection]:
+    """One :class:`Selection` per op for ``shape`` on ``device`` (a real device or a simulated profile name)."""
+    profile = resolve_profile(device)
+    if ub_kib is not None:
+        if profile.type != "npu":
+            raise ValueError(f"ub_kib: only an NPU profile has a Unified Buffer, not {profile.spec}")
+        profile = profile.replace(ub_bytes=ub_kib * 1024, name=f"{profile.name}[UB {ub_kib} KiB]")
+    contexts = {
+        **_contexts.gated_deltanet(num_k_heads=shape.num_k_heads, num_v_heads=shape.num_v_heads,
+                                   head_k_dim=shape.head_k_dim, head_v_dim=shape.head_v_dim,
+                                   conv_kernel=shape.conv_kernel, activation="silu", sp_size=sp_size,
+                                   B=shape.batch, T=shape.seq_len),
+        **_contexts.attention(num_heads=shape.num_heads, num_kv_heads=shape.num_kv_heads, head_dim=shape.head_dim,
+                              rotary_dim=shape.rotary_dim, sp_size=sp_size, B=shape.batch, T=shape.seq_len),
+    }
+    force = force or {}
+    return [
+        select(op, Context(op, profile, dtype, shapes, packed=packed, sp_size=sp_size,
+                           requires_grad=mode == "train", options=options), force=force.get(op))
+        for op, (shapes, options) in contexts.items()
+    ]
+
+
+def _launch_lines(sel: Selection) -> list[str]:
+    """On an NPU profile: the Unified Buffer estimate of every launch of each Triton implementation of the op —
+    the chosen one, and the others (whatever rejected them), so the UB side of the decision is visible here."""
+    ctx = sel.context
+    if ctx.device.type != "npu" or not ctx.device.ub_bytes:
+        return []
+    lines = []
+    for impl in sorted(implementations(sel.op).values(), key=lambda i: i is not sel.chosen):
+        if impl.launches is None:
+            continue
+        tag = "chosen" if impl is sel.chosen else "rejected"
+        for launch in impl.launches(ctx):
+            if launch.kernel in ub.MODELS:
+                est = ub.estimate(launch.kernel, arch=ctx.device, dtype=ctx.dtype, **launch.tile)
+                lines.append(f"    UB {impl.name} ({tag}): {launch.describe()}: {est}")
+    return lines
+
+
+def _sp_rule(selections: list[Selection]) -> list[str]:
+    ctx = selections[0].context
+    if ctx.sp_size == 1:
+        return []
+    gdr = next(s for s in selections if s.op == "chunk_gated_delta_rule").chosen
+    npu_kernel = ctx.device.type == "npu" and gdr.device_types == ("npu",)
+    return [
+        f"sequence parallel (Ulysses, sp_size={ctx.sp_size}): kernels see local heads and the global length.",
+        f"  marker rule: a GatedDeltaNet module marked {NPU_MARKER} keeps the chunk_gated_delta_rule bound at",
+        f"  kernelize time (here {gdr.name}: {'an NPU kernel' if npu_kernel else 'portable, so nothing is marked'}).",
+        "  causal_conv1d: a Triton conv whose launches overflow the Unified Buffer at these shapes is rejected",
+        "  (reason above), and the torch conv1d runs instead.",
+        "",
+    ]
+
+
+def render(selections: list[Selection]) -> str:
+    ctx = selections[0].context
+    lines = [f"device: {ctx.device.describe()}", f"sp_size: {ctx.sp_size}  dtype: {str(ctx.dtype)[6:]}"
+             f"  packed: {ctx.packed}  grad: {ctx.requires_grad}", ""]
+    for sel in selections:
+        lines.append(f"[{sel.op}] {sel.context.describe()}")
+        lines.append(sel.explain())
+        lines += _launch_lines(sel)
+        lines.append("")
+    lines += _sp_rule(selections)
+    return "\n".join(lines).rstrip()

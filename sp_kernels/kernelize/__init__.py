@@ -1,0 +1,231 @@
+"""``kernelize(model)``: bind the registry's implementations to a transformers model's modules, in place.
+
+Per GatedDeltaNet module (conv + delta rule) and per attention module (rotary + attention) the registry chooses
+an implementation for the device; the module gets a forward that calls exactly those (``unkernelize`` restores
+transformers' forward). A forward pre-hook on each text model turns packed batches (``position_ids`` restarting at
+0) into ``cu_seqlens``. Modules bound to NPU-specific implementations are marked ``_twinkle_npu_patched = True``,
+the marker the sequence-parallel path reads to keep them.
+"""
+from __future__ import annotations
+
+import functools
+import types
+from dataclasses import dataclass
+
+import torch
+
+from dispatch import OPS, Context, DeviceProfile, resolve_profile
+from sp_kernels import _contexts
+from sp_kernels.kernelize.attention import attention_forward
+from sp_kernels.kernelize.batch import make_pre_hook
+from sp_kernels.sp.group import resolve_group
+from sp_kernels.sp.shard import make_sp_post_hook, make_sp_pre_hook
+from sp_kernels.kernelize.bindings import ModuleBinding, OpBinding
+from sp_kernels.kernelize.families import load_families
+from sp_kernels.kernelize.gated_deltanet import GDNShard, gated_deltanet_forward
+
+NPU_MARKER = "_twinkle_npu_patched"
+_BINDING = "_sp_kernels"
+_HOOK = "_sp_kernels_hook"
+MODES = ("train", "inference")
+
+
+@dataclass(frozen=True)
+class PatchedModule:
+    name: str
+    cls: str
+    family: str
+    ops: dict  # op -> implementation description
+    npu_patched: bool
+
+
+@dataclass(frozen=True)
+class KernelizeReport:
+    device: DeviceProfile
+    sp_size: int
+    mode: str
+    modules: tuple[PatchedModule, ...]
+
+    def table(self) -> str:
+        """The dispatch table: one row per patched module, one column per op."""
+        ops = ("causal_conv1d", "chunk_gated_delta_rule", "rotary", "fusion_attention")
+        header = ["module", *ops, NPU_MARKER]
+        rows = [[m.name, *(m.ops.get(op, "-") for op in ops), str(m.npu_patched)] for m in self.modules]
+        widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+        fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+        lines = [f"device {self.device.describe()} | sp_size {self.sp_size} | mode {self.mode}", fmt.format(*header)]
+        lines += [fmt.format(*r) for r in rows]
+        return "\n".join(lines)
+
+    __str__ = table
+
+
+def kernelize(model: torch.nn.Module, sp_size: int = 1, *, group=None, device=None, mode: str = "train",
+              force: dict | None = None) -> KernelizeReport:
+    """Patch ``model`` in place; returns a :class:`KernelizeReport`. Idempotent (re-binding replaces bindings).
+
+    Args:
+        model: a transformers Qwen3.5 (text or MoE) or Qwen3-Next model, or any module containing their layers.
+        sp_size: sequence-parallel (Ulysses) degree; key/value heads of every layer must divide by it. With
+            ``sp_size > 1`` every rank of ``group`` calls the model with the same full batch (see the README).
+        group: the torch.distributed group of exactly ``sp_size`` ranks (``None``: the default group).
+        device: ``None`` (the device of the model's parameters), a torch device, or a simulated profile such as
+            ``'npu:Ascend910B3'`` (selection as on that device; the tensors stay where they are).
+        mode: ``'train'`` (implementations must support backward) or ``'inference'``.
+        force: ``{op: implementation name}``, as the ``impl=`` keyword of the ops.
+    """
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
+    if isinstance(sp_size, bool) or not isinstance(sp_size, int):
+        raise TypeError(f"sp_size: expected an int, got {type(sp_size).__name__}")
+    if sp_size < 1:
+        raise ValueError(f"sp_size: expected >= 1, got {sp_size}")
+    if mode not in MODES:
+        raise ValueError(f"mode: expected one of {MODES}, got {mode!r}")
+    force = dict(force or {})
+    for op in force:
+        if op not in OPS:
+            raise ValueError(f"force: unknown op {op!r}; expected one of {', '.join(OPS)}")
+    if device is None:
+        param = next(model.parameters(), None)
+        device = param.device if param is not None else torch.device("cpu")
+    profile = resolve_profile(device)
+
+    families, unavailable = load_families()
+    found = []
+    for name, module in model.named_modules():
+        for fam in families:
+            if isinstance(module, fam.gated_deltanet):
+                found.append((name, module, fam, "gated_deltanet"))
+            elif isinstance(module, fam.attention):
+                found.append((name, module, fam, "attention"))
+    if not found:
+        known = ", ".join(f"{f.family.name} ({f.gated_deltanet.__name__}, {f.attention.__name__})" for f in families)
+        missing = "".join(f"; unavailable: {n} ({why})" for n, why in unavailable)
+        raise ValueError(f"model: {type(model).__name__} has no module kernelize supports; supported: {known}{missing}")
+
+    for _, module, _, kind in found:  # heads must divide by sp_size: checked before anything else about SP
+        _layer_contexts(module, kind, sp_size)
+    sp = resolve_group(sp_size, group) if sp_size > 1 else None
+    # Choose everything first: a failure leaves the model untouched.
+    plans = [(name, module, _bind(name, module, fam, kind, profile, sp, mode, force))
+             for name, module, fam, kind in found]
+    for name, module, binding in plans:
+        _install(module, binding)
+    for fam in families:
+        for module in model.modules():
+            if isinstance(module, fam.text_model):
+                _install_hooks(module, sp)
+
+    rows = tuple(
+        PatchedModule(name, type(module).__name__, binding.family,
+                      {op: b.describe() for op, b in binding.ops.items()}, binding.npu_patched)
+        for name, module, binding in plans
+    )
+    return KernelizeReport(profile, sp_size, mode, rows)
+
+
+def unkernelize(model: torch.nn.Module) -> int:
+    """Restore transformers' forwards and remove hooks and markers; returns how many modules were restored."""
+    restored = 0
+    for module in model.modules():
+        if hasattr(module, _BINDING):
+            del module.forward  # the instance attribute; the class forward shows through again
+            delattr(module, _BINDING)
+            if hasattr(module, NPU_MARKER):
+                delattr(module, NPU_MARKER)
+            restored += 1
+        _remove_hooks(module)
+    return restored
+
+
+def _remove_hooks(module) -> None:
+    for handle in getattr(module, _HOOK, ()):
+        handle.remove()
+    if hasattr(module, _HOOK):
+        delattr(module, _HOOK)
+
+
+def _install_hooks(text_model, sp) -> None:
+    _remove_hooks(text_model)  # idempotent, and a new sp_size replaces the old hooks
+    if sp is None:
+        handles = (text_model.register_forward_pre_hook(make_pre_hook(), with_kwargs=True),)
+    else:
+        handles = (text_model.register_forward_pre_hook(make_sp_pre_hook(sp), with_kwargs=True),
+                   text_model.register_forward_hook(make_sp_post_hook(sp), with_kwargs=True))
+    setattr(text_model, _HOOK, handles)
+
+
+def _install(module, binding: ModuleBinding) -> None:
+    forward = gated_deltanet_forward if binding.kind == "gated_deltanet" else attention_forward
+    setattr(module, _BINDING, binding)
+    module.forward = types.MethodType(forward, module)
+    if binding.npu_patched:
+        setattr(module, NPU_MARKER, True)
+    elif hasattr(module, NPU_MARKER):
+        delattr(module, NPU_MARKER)
+
+
+def _bind(name, module, fam, kind, profile, sp, mode, force) -> ModuleBinding:
+    dtype = next(module.parameters()).dtype
+    grad = mode == "train"
+    sp_size = 1 if sp is None else sp.size
+    if kind == "attention" and getattr(module, "attention_dropout", 0.0) and grad:
+        raise ValueError(f"model: attention_dropout={module.attention_dropout} is not supported by fusion_attention")
+    contexts = _layer_contexts(module, kind, sp_size)
+    if kind == "gated_deltanet":
+        force = {**force, **_kept_delta_rule(name, module, sp, force)}
+    ops = {}
+    for op, (shapes, options) in contexts.items():
+        def context(packed, T, op=op, shapes=shapes, options=options):
+            return Context(op, profile, dtype, _contexts.with_length(op, shapes, T), packed=packed,
+                           sp_size=sp_size, requires_grad=grad, options=options)
+
+        ops[op] = OpBinding.create(op, context, force.get(op))
+    npu = profile.type == "npu" and any(
+        impl.device_types == ("npu",) for b in ops.values() for impl in b.implementations
+    )
+    if kind == "gated_deltanet":
+        shard = None if sp is None else GDNShard.of(module, sp)
+        return ModuleBinding(kind, fam.family.name, ops, npu, project=fam.family.project, shard=shard)
+    masked = functools.partial(_masked_attention, fam.modeling)
+    return ModuleBinding(kind, fam.family.name, ops, npu, masked_attention=masked, shard=sp)
+
+
+def _layer_contexts(module, kind, sp_size) -> dict:
+    """``{op: (shapes, options)}`` of one layer (heads local to a rank)."""
+    if kind == "gated_deltanet":
+        return _contexts.gated_deltanet(
+            num_k_heads=module.num_k_heads, num_v_heads=module.num_v_heads, head_k_dim=module.head_k_dim,
+            head_v_dim=module.head_v_dim, conv_kernel=module.conv_kernel_size, activation=module.activation,
+            sp_size=sp_size)
+    cfg = module.config
+    rope = getattr(cfg, "rope_parameters", None) or {}
+    factor = rope.get("partial_rotary_factor", getattr(cfg, "partial_rotary_factor", 1.0))
+    return _contexts.attention(num_heads=cfg.num_attention_heads, num_kv_heads=cfg.num_key_value_heads,
+                               head_dim=module.head_dim, rotary_dim=int(module.head_dim * factor), sp_size=sp_size)
+
+
+def _kept_delta_rule(name, module, sp, force) -> dict:
+    """The marker rule: under SP, a module marked ``_twinkle_npu_patched`` keeps its NPU delta rule."""
+    if sp is None or not getattr(module, NPU_MARKER, False):
+        return {}
+    previous = getattr(module, _BINDING, None)
+    if previous is None:
+        raise ValueError(
+            f"model: {name} is marked {NPU_MARKER} by another patcher; kernelize cannot keep a kernel it did not "
+            "bind. Kernelize the model on the NPU first (sp_size=1), or remove the marker"
+        )
+    kept = previous.ops["chunk_gated_delta_rule"].dense.chosen.name
+    if force.get("chunk_gated_delta_rule", kept) != kept:
+        raise ValueError(f"force: {name} is marked {NPU_MARKER}: its chunk_gated_delta_rule stays {kept!r}")
+    return {"chunk_gated_delta_rule": kept}
+
+
+def _masked_attention(modeling, attn_implementation: str):
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+    return ALL_ATTENTION_FUNCTIONS.get_interface(attn_implementation, modeling.eager_attention_forward)
+
+
+__all__ = ["KernelizeReport", "NPU_MARKER", "PatchedModule", "kernelize", "unkernelize"]

@@ -1,0 +1,139 @@
+"""The forward kernelize installs on a GatedDeltaNet module (Qwen3.5, Qwen3.5-MoE, Qwen3-Next).
+
+Same parameters and semantics as transformers' forward, but the causal conv and the delta rule are the
+implementations bound on the module (``module._sp_kernels``), called directly: transformers' module-level
+functions (which send CPU tensors to fla's Triton kernels when fla is installed) are never reached.
+
+Under sequence parallelism (Ulysses) the projections run on this rank's tokens for all heads; one all-to-all
+turns that into all tokens for this rank's heads (its q/k/v channel blocks, b and a), the conv and the delta rule
+run over the whole sequence with this rank's slices of the conv weight, ``A_log`` and ``dt_bias``, and a second
+all-to-all brings the output back to this rank's tokens for the gated norm and ``out_proj``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from sp_kernels.kernelize.batch import BATCH_KWARG
+from sp_kernels.sp.comm import all_to_all
+from sp_kernels.sp.group import SPGroup
+
+
+@dataclass(frozen=True)
+class GDNShard:
+    """This rank's share of a GatedDeltaNet: conv channels (q, k, v blocks) and value heads."""
+
+    sp: SPGroup
+    channels: torch.Tensor  # int64 indices into the conv channels
+    heads: slice  # value heads
+    key_dim: int  # local q (= k) channels
+    value_dim: int  # local v channels
+
+    @classmethod
+    def of(cls, module, sp: SPGroup) -> "GDNShard":
+        r, n = sp.rank, sp.size
+        hk = module.key_dim // n
+        hv = module.value_dim // n
+        device = module.conv1d.weight.device
+        block = torch.arange(hk, device=device) + r * hk
+        channels = torch.cat([block, block + module.key_dim, torch.arange(hv, device=device) + 2 * module.key_dim + r * hv])
+        nh = module.num_v_heads // n
+        return cls(sp, channels, slice(r * nh, (r + 1) * nh), hk, hv)
+
+
+def gated_deltanet_forward(self, hidden_states: torch.Tensor, cache_params=None, attention_mask=None, **kwargs):
+    binding = self._sp_kernels
+    batch = kwargs.get(BATCH_KWARG)
+    if binding.shard is not None:
+        return _sequence_parallel(self, binding, hidden_states, batch, cache_params)
+    cu_seqlens = batch.cu_seqlens if batch is not None else kwargs.get("cu_seq_lens_q")
+    packed = cu_seqlens is not None
+    if packed:  # a cache does not record packed batches (there is no "next token" of N sequences at once)
+        if cache_params is not None and cache_params.get_recurrent_state(self.layer_idx) is not None:
+            raise NotImplementedError("cache_params: continuing a cache with a packed batch is not supported")
+        cache_params = None
+    if attention_mask is not None:  # zero padded positions (2-D mask), as transformers does
+        hidden_states = (hidden_states * attention_mask[:, :, None]).to(hidden_states.dtype)
+
+    B, T, _ = hidden_states.shape
+    mixed_qkv, z, b, a = binding.project(self, hidden_states)  # [B, T, conv_dim], [B, T, HV, Dv], [B, T, HV] x2
+
+    conv = binding.ops["causal_conv1d"].fn(packed, T)
+    weight = self.conv1d.weight.squeeze(1)
+    conv_state = cache_params.get_conv_state(self.layer_idx) if cache_params is not None else None
+    if conv_state is not None and T == 1 and not cache_params.is_recording_past(self.layer_idx):
+        # one-token decode: the cache holds the last W inputs, our conv state is the last W - 1
+        new_input = mixed_qkv.transpose(1, 2)
+        mixed_qkv, _ = conv(mixed_qkv, weight, bias=self.conv1d.bias, activation=self.activation,
+                            initial_state=conv_state[..., 1:].to(mixed_qkv.dtype), output_final_state=False,
+                            cu_seqlens=None)
+        conv_state.copy_(torch.cat([conv_state[..., 1:], new_input.to(conv_state.dtype)], dim=-1))
+    else:
+        if cache_params is not None:  # prefill / chunked prefill: the cache returns [state | new] inputs
+            full = cache_params.update_conv_state(mixed_qkv.transpose(1, 2), self.layer_idx,
+                                                  conv_kernel_size=self.conv_kernel_size)
+            mixed_qkv = full.transpose(1, 2)
+        mixed_qkv, _ = conv(mixed_qkv, weight, bias=self.conv1d.bias, activation=self.activation,
+                            initial_state=None, output_final_state=False, cu_seqlens=cu_seqlens)
+        mixed_qkv = mixed_qkv[:, -T:]
+
+    recurrent_state = cache_params.get_recurrent_state(self.layer_idx) if cache_params is not None else None
+    core, last_state = _delta_rule(self, binding, mixed_qkv, b, a, self.A_log, self.dt_bias, self.key_dim,
+                                   recurrent_state, cache_params is not None, cu_seqlens)
+    if cache_params is not None:
+        cache_params.update_recurrent_state(last_state, self.layer_idx)
+    return _output(self, core, z)
+
+
+def _delta_rule(self, binding, mixed_qkv, b, a, A_log, dt_bias, key_dim, initial_state, output_final_state,
+                cu_seqlens):
+    """``mixed_qkv`` (after the conv) ``[B, T, 2 * key_dim + value_dim]`` -> ``(o [B, T, HV, V], state)``."""
+    B, T, _ = mixed_qkv.shape
+    query, key, value = torch.split(mixed_qkv, [key_dim, key_dim, mixed_qkv.shape[-1] - 2 * key_dim], dim=-1)
+    query = query.reshape(B, T, -1, self.head_k_dim)
+    key = key.reshape(B, T, -1, self.head_k_dim)
+    value = value.reshape(B, T, -1, self.head_v_dim)
+    beta = b.sigmoid()
+    g = -A_log.float().exp() * F.softplus(a.float() + dt_bias)
+    delta_rule = binding.ops["chunk_gated_delta_rule"].fn(cu_seqlens is not None, T)
+    return delta_rule(query, key, value, g, beta, scale=self.head_k_dim**-0.5, initial_state=initial_state,
+                      output_final_state=output_final_state, cu_seqlens=cu_seqlens, use_qk_l2norm_in_kernel=True)
+
+
+def _output(self, core, z):
+    B, T = z.shape[:2]
+    core = self.norm(core.reshape(-1, self.head_v_dim), z.reshape(-1, self.head_v_dim))
+    return self.out_proj(core.reshape(B, T, -1))
+
+
+def _sequence_parallel(self, binding, hidden_states, batch, cache_params):
+    if cache_params is not None:
+        raise NotImplementedError("cache_params: decoding with a cache under sequence parallelism is not supported")
+    if batch is None or batch.seq_len is None:
+        raise RuntimeError(f"{type(self).__name__} is kernelized for sequence parallelism: call the whole model, "
+                           "whose pre-hook shards the batch")
+    shard: GDNShard = binding.shard
+    n = shard.sp.size
+    B, t_local, _ = hidden_states.shape
+    mixed_qkv, z, b, a = binding.project(self, hidden_states)
+    query, key, value = torch.split(mixed_qkv, [self.key_dim, self.key_dim, self.value_dim], dim=-1)
+    # [B, T/N, N, channels of one rank] -> all-to-all -> [B, T, 1, channels of this rank]
+    send = torch.cat([t.reshape(B, t_local, n, -1) for t in (query, key, value, b, a)], dim=-1)
+    recv = all_to_all(send, scatter_dim=2, gather_dim=1, sp=shard.sp)[:, :, 0]
+    nh = shard.heads.stop - shard.heads.start
+    mixed_qkv, b, a = torch.split(recv, [2 * shard.key_dim + shard.value_dim, nh, nh], dim=-1)
+
+    T = mixed_qkv.shape[1]
+    cu_seqlens = batch.cu_seqlens
+    conv = binding.ops["causal_conv1d"].fn(cu_seqlens is not None, T)
+    weight = self.conv1d.weight.squeeze(1).index_select(0, shard.channels)
+    bias = None if self.conv1d.bias is None else self.conv1d.bias.index_select(0, shard.channels)
+    mixed_qkv, _ = conv(mixed_qkv, weight, bias=bias, activation=self.activation, initial_state=None,
+                        output_final_state=False, cu_seqlens=cu_seqlens)
+    core, _ = _delta_rule(self, binding, mixed_qkv, b, a, self.A_log[shard.heads], self.dt_bias[shard.heads],
+                          shard.key_dim, None, False, cu_seqlens)
+    # [B, T, HV/N, V] -> all-to-all -> [B, T/N, HV, V]
+    core = all_to_all(core, scatter_dim=1, gather_dim=2, sp=shard.sp)
+    return _output(self, core, z)
