@@ -2,10 +2,10 @@
 
 triton reads ``TRITON_INTERPRET`` when ``@triton.jit`` decorates a function, and that includes triton's own
 library functions (``tl.cdiv``, ``tl.sigmoid``, ...) decorated when ``triton`` is first imported (``import torch``
-may already do it). So the interpreter must be on before triton is imported: :func:`test_kernels_in_the_interpreter`
-runs this file again in a subprocess with ``TRITON_INTERPRET=1``, where the kernel tests run; in this process (no
-interpreter) they are skipped and only the pure tile / launch / spec tests run. Nothing leaks into other tests or
-into the subprocesses they start (``test_transformers_compat`` needs fla to fail on CPU; the compile check needs
+may already do it). So the interpreter must be on before triton is imported: the kernel tests (``@interpreted``)
+run in one subprocess with ``TRITON_INTERPRET=1`` (the ``interpreter_results`` fixture), and in this process each
+of them reports its own outcome there; the pure tile / launch / spec tests run here. Nothing leaks into other tests
+or into the subprocesses they start (``test_transformers_compat`` needs fla to fail on CPU; the compile check needs
 real ``JITFunction`` s).
 
 The implementation functions are called directly (the registry would not choose them for CPU tensors), with
@@ -13,11 +13,13 @@ explicit small tiles so that every kernel sees several tiles, tails, masks and t
 """
 from __future__ import annotations
 
+import functools
 import importlib
 import inspect
 import os
 import subprocess
 import sys
+import xml.etree.ElementTree as ET
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -40,23 +42,55 @@ MODULES = {
     "rotary": "sp_kernels.rotary.triton_impl",
     "gdr": "sp_kernels.gated_delta_rule.fused_recurrent_triton",
 }
-#: kernel tests: only in the interpreter subprocess
-interpreted = pytest.mark.skipif(not INTERPRETED, reason="runs in test_kernels_in_the_interpreter's subprocess")
+#: the ``@interpreted`` tests' names, which the interpreter subprocess runs
+_INTERPRETED_TESTS = []
+
+
+def interpreted(test):
+    """A kernel test: it runs in the interpreter subprocess; here it passes, fails or skips as it did there."""
+    _INTERPRETED_TESTS.append(test.__name__)
+    if INTERPRETED:
+        return test
+
+    @functools.wraps(test)
+    def outcome_in_the_interpreter(request, interpreter_run, **_):
+        name = request.node.name
+        assert name in interpreter_run.results, f"{name} did not run in the subprocess:\n{interpreter_run.output}"
+        outcome, text = interpreter_run.results[name]
+        if outcome == "skipped":
+            pytest.skip(f"skipped in the interpreter subprocess: {text}")
+        if outcome != "passed":
+            pytest.fail(f"{outcome} in the interpreter subprocess (TRITON_INTERPRET=1):\n{text}", pytrace=False)
+
+    # the test's own parameters (its fixtures, its parametrize arguments) and the two fixtures this side needs
+    extra = [inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD) for n in ("request", "interpreter_run")]
+    outcome_in_the_interpreter.__signature__ = inspect.signature(test).replace(
+        parameters=extra + list(inspect.signature(test).parameters.values()))
+    return outcome_in_the_interpreter
+
+
+@pytest.fixture(scope="module")
+def interpreter_run(tmp_path_factory):
+    """The ``@interpreted`` tests, run once in a subprocess with ``TRITON_INTERPRET=1``: each test's outcome there
+    (``results``: {test name: (outcome, failure text or skip reason)}) and the run's output tail."""
+    xml = tmp_path_factory.mktemp("interpreter") / "junit.xml"
+    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": str(ROOT)}
+    tests = [f"{__file__}::{name}" for name in _INTERPRETED_TESTS]
+    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--junitxml={xml}",
+                          *tests], capture_output=True, text=True, cwd=ROOT, env=env, timeout=900)
+    output = run.stdout[-6000:] + run.stderr[-3000:]
+    results = {}
+    for case in ET.parse(xml).iter("testcase") if xml.exists() else ():
+        bad = [c for c in case if c.tag in ("failure", "error", "skipped")]
+        results[case.get("name")] = ("passed", "") if not bad else (
+            bad[0].tag, bad[0].get("message", "") if bad[0].tag == "skipped" else bad[0].text or "")
+    return SimpleNamespace(results=results, output=output)
 
 
 @pytest.fixture(scope="module")
 def tk():
     # (importlib: ``kernels.causal_conv1d`` the attribute is the op function, not the package)
     return SimpleNamespace(**{key: importlib.import_module(name) for key, name in MODULES.items()})
-
-
-@pytest.mark.skipif(INTERPRETED, reason="this is the subprocess")
-def test_kernels_in_the_interpreter():
-    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": str(ROOT)}
-    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", __file__],
-                         capture_output=True, text=True, cwd=ROOT, env=env, timeout=600)
-    assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-3000:]
-    assert " passed" in run.stdout and "skipped" in run.stdout  # (the subprocess skips only this test)
 
 
 @interpreted
