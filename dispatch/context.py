@@ -32,6 +32,10 @@ class Context:
         object.__setattr__(self, "shapes", MappingProxyType(dict(self.shapes)))
         object.__setattr__(self, "options", MappingProxyType(dict(self.options)))
 
+    def __reduce__(self):  # read-only mappings do not pickle: rebuild from plain dicts (deepcopy, torch.save)
+        return Context, (self.op, self.device, self.dtype, dict(self.shapes), self.packed, self.sp_size,
+                         self.requires_grad, dict(self.options))
+
     def describe(self) -> str:
         dims = " ".join(f"{k}={v}" for k, v in self.shapes.items())
         dtype = str(self.dtype).replace("torch.", "")

@@ -52,6 +52,11 @@ class Implementation:
         if isinstance(self.device_types, str):
             raise TypeError("device_types: expected a tuple of device types, got a str")
 
+    def __reduce__(self):
+        """Copies and pickles of anything holding an implementation (a kernelized model) refer to the registered
+        one by ``(op, name)``: its functions are not copied, and need not be picklable."""
+        return _registered_implementation, (self.op, self.name)
+
     def check(self, ctx: Context) -> tuple[bool, str]:
         """``(True, '')`` when this implementation can run ``ctx``, else ``(False, reason)``."""
         if ctx.device.type not in self.device_types:
@@ -87,6 +92,16 @@ class Selection:
 
 
 _REGISTRY: dict[str, dict[str, Implementation]] = {op: {} for op in OPS}
+
+
+def _registered_implementation(op: str, name: str) -> Implementation:
+    if name not in _REGISTRY[op]:  # unpickling in a fresh process: sp_kernels registers its implementations
+        import sp_kernels  # noqa: F401
+    try:
+        return _REGISTRY[op][name]
+    except KeyError:
+        raise ValueError(f"name: {op} has no registered implementation {name!r} (a copied or unpickled "
+                         "kernelized model refers to implementations by name)") from None
 
 
 def register(impl: Implementation, *, replace: bool = False) -> Implementation:
@@ -130,6 +145,18 @@ def implementations(op: str | None = None) -> dict:
     return {o: dict(t) for o, t in _REGISTRY.items()}
 
 
+def check_impl_name(op: str, name, arg: str = "impl") -> Implementation:
+    """The implementation of ``op`` called ``name``; else a TypeError (not a str) or ValueError (unknown name)
+    whose message starts with ``arg``, the argument the name came from (``impl``, ``force``, ...)."""
+    _check_op(op)
+    if not isinstance(name, str):
+        raise TypeError(f"{arg}: expected an implementation name (str), got {type(name).__name__}")
+    table = _REGISTRY[op]
+    if name not in table:
+        raise ValueError(f"{arg}: {op} has no implementation {name!r}; known: {', '.join(sorted(table))}")
+    return table[name]
+
+
 def forced_from_env(environ=None) -> dict[str, str]:
     """Parse ``SP_KERNELS_FORCE`` ('op=name,op=name') into ``{op: name}``; bad entries are errors."""
     raw = (os.environ if environ is None else environ).get(FORCE_ENV, "").strip()
@@ -155,17 +182,14 @@ def select(op: str, ctx: Context, force: str | None = None) -> Selection:
     if ctx.op != op:
         raise ValueError(f"ctx: context is for {ctx.op!r}, not {op!r}")
     table = _REGISTRY[op]
+    arg = "impl"
     if force is None:
-        force = forced_from_env().get(op)
+        force, arg = forced_from_env().get(op), FORCE_ENV
     if force is not None:
-        if not isinstance(force, str):
-            raise TypeError(f"impl: expected an implementation name (str), got {type(force).__name__}")
-        if force not in table:
-            raise ValueError(f"impl: {op} has no implementation {force!r}; known: {', '.join(sorted(table))}")
-        impl = table[force]
+        impl = check_impl_name(op, force, arg)
         ok, reason = impl.check(ctx)
         if not ok:
-            raise ValueError(f"impl: {op} implementation {force!r} was forced but cannot run here: {reason}")
+            raise ValueError(f"{arg}: {op} implementation {force!r} was forced but cannot run here: {reason}")
         others = tuple((name, "not forced") for name in sorted(table) if name != force)
         return Selection(op, ctx, impl, others, forced=True)
 

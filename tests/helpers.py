@@ -1,7 +1,9 @@
 """Test utilities shared across test packages."""
 import contextlib
+from unittest import mock
 
 from dispatch import implementations, register, unregister
+from sp_kernels.kernelize.bindings import ModuleBinding
 
 
 @contextlib.contextmanager
@@ -15,3 +17,12 @@ def only_portable():
     finally:
         for impl in removed:
             register(impl, replace=True)
+
+
+@contextlib.contextmanager
+def device_standins_on_cpu():
+    """Let a model kernelized with NPU- or CUDA-only stand-ins (which run torch code) take CPU tensors, for the
+    tests of what kernelize binds on a simulated device; outside such a block that is an error
+    (``ModuleBinding.check_device``)."""
+    with mock.patch.object(ModuleBinding, "check_device", lambda self, module, x: None):
+        yield

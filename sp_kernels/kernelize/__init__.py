@@ -9,25 +9,27 @@ the marker the sequence-parallel path reads to keep them.
 from __future__ import annotations
 
 import functools
-import types
 from dataclasses import dataclass
 
 import torch
 
-from dispatch import OPS, Context, DeviceProfile, resolve_profile
+from dispatch import OPS, DeviceProfile, implementations, resolve_profile
 from sp_kernels import _contexts
+from sp_kernels.kernelize import compat
 from sp_kernels.kernelize.attention import attention_forward
-from sp_kernels.kernelize.batch import make_pre_hook
-from sp_kernels.sp.group import resolve_group
-from sp_kernels.sp.shard import make_sp_post_hook, make_sp_pre_hook
-from sp_kernels.kernelize.bindings import ModuleBinding, OpBinding
+from sp_kernels.kernelize.batch import PackedBatchHook
+from sp_kernels.kernelize.bindings import LayerContext, ModuleBinding, OpBinding
 from sp_kernels.kernelize.families import load_families
 from sp_kernels.kernelize.gated_deltanet import GDNShard, gated_deltanet_forward
+from sp_kernels.sp import shard as sp_shard
+from sp_kernels.sp.group import resolve_group
 
 NPU_MARKER = "_twinkle_npu_patched"
 _BINDING = "_sp_kernels"
 _HOOK = "_sp_kernels_hook"
 MODES = ("train", "inference")
+#: the forward kernelize installs per kind of module
+FORWARDS = {"gated_deltanet": gated_deltanet_forward, "attention": attention_forward}
 
 
 @dataclass(frozen=True)
@@ -82,10 +84,9 @@ def kernelize(model: torch.nn.Module, sp_size: int = 1, *, group=None, device=No
         raise ValueError(f"sp_size: expected >= 1, got {sp_size}")
     if mode not in MODES:
         raise ValueError(f"mode: expected one of {MODES}, got {mode!r}")
-    force = dict(force or {})
-    for op in force:
-        if op not in OPS:
-            raise ValueError(f"force: unknown op {op!r}; expected one of {', '.join(OPS)}")
+    force = _check_force(force)
+    if group is not None and sp_size == 1:
+        raise ValueError("group: a process group was given with sp_size=1; pass sp_size=<ranks in the group>")
     if device is None:
         param = next(model.parameters(), None)
         device = param.device if param is not None else torch.device("cpu")
@@ -106,6 +107,12 @@ def kernelize(model: torch.nn.Module, sp_size: int = 1, *, group=None, device=No
 
     for _, module, _, kind in found:  # heads must divide by sp_size: checked before anything else about SP
         _layer_contexts(module, kind, sp_size)
+    for cls, kind in dict.fromkeys((type(module), kind) for _, module, _, kind in found):
+        compat.check_forward(cls, FORWARDS[kind])  # transformers' forward has nothing ours would drop
+    if sp_size > 1:
+        for fam in families:
+            if any(isinstance(m, fam.text_model) for m in model.modules()):
+                compat.check_forward(fam.text_model, sp_shard.HANDLED, "the sequence-parallel pre-hook")
     sp = resolve_group(sp_size, group) if sp_size > 1 else None
     # Choose everything first: a failure leaves the model untouched.
     plans = [(name, module, _bind(name, module, fam, kind, profile, sp, mode, force))
@@ -139,6 +146,22 @@ def unkernelize(model: torch.nn.Module) -> int:
     return restored
 
 
+def _check_force(force) -> dict:
+    if force is None:
+        return {}
+    if not isinstance(force, dict):
+        raise TypeError(f"force: expected a dict {{op: implementation name}}, got {type(force).__name__}")
+    for op, name in force.items():
+        if op not in OPS:
+            raise ValueError(f"force: unknown op {op!r}; expected one of {', '.join(OPS)}")
+        if not isinstance(name, str):
+            raise TypeError(f"force: {op}: expected an implementation name (str), got {type(name).__name__}")
+        known = implementations(op)
+        if name not in known:
+            raise ValueError(f"force: {op} has no implementation {name!r}; known: {', '.join(sorted(known))}")
+    return dict(force)
+
+
 def _remove_hooks(module) -> None:
     for handle in getattr(module, _HOOK, ()):
         handle.remove()
@@ -149,17 +172,17 @@ def _remove_hooks(module) -> None:
 def _install_hooks(text_model, sp) -> None:
     _remove_hooks(text_model)  # idempotent, and a new sp_size replaces the old hooks
     if sp is None:
-        handles = (text_model.register_forward_pre_hook(make_pre_hook(), with_kwargs=True),)
+        handles = (text_model.register_forward_pre_hook(PackedBatchHook(), with_kwargs=True),)
     else:
-        handles = (text_model.register_forward_pre_hook(make_sp_pre_hook(sp), with_kwargs=True),
-                   text_model.register_forward_hook(make_sp_post_hook(sp), with_kwargs=True))
+        handles = (text_model.register_forward_pre_hook(sp_shard.SPPreHook(sp), with_kwargs=True),
+                   text_model.register_forward_hook(sp_shard.SPPostHook(sp), with_kwargs=True))
     setattr(text_model, _HOOK, handles)
 
 
 def _install(module, binding: ModuleBinding) -> None:
-    forward = gated_deltanet_forward if binding.kind == "gated_deltanet" else attention_forward
     setattr(module, _BINDING, binding)
-    module.forward = types.MethodType(forward, module)
+    # a partial, not a bound method: it deep-copies onto the copy and pickles (torch.save of the whole model)
+    module.forward = functools.partial(FORWARDS[binding.kind], module)
     if binding.npu_patched:
         setattr(module, NPU_MARKER, True)
     elif hasattr(module, NPU_MARKER):
@@ -175,21 +198,16 @@ def _bind(name, module, fam, kind, profile, sp, mode, force) -> ModuleBinding:
     contexts = _layer_contexts(module, kind, sp_size)
     if kind == "gated_deltanet":
         force = {**force, **_kept_delta_rule(name, module, sp, force)}
-    ops = {}
-    for op, (shapes, options) in contexts.items():
-        def context(packed, T, op=op, shapes=shapes, options=options):
-            return Context(op, profile, dtype, _contexts.with_length(op, shapes, T), packed=packed,
-                           sp_size=sp_size, requires_grad=grad, options=options)
-
-        ops[op] = OpBinding.create(op, context, force.get(op))
+    ops = {op: OpBinding.create(op, LayerContext(op, profile, dtype, shapes, options, sp_size, grad), force.get(op))
+           for op, (shapes, options) in contexts.items()}
     npu = profile.type == "npu" and any(
         impl.device_types == ("npu",) for b in ops.values() for impl in b.implementations
     )
     if kind == "gated_deltanet":
         shard = None if sp is None else GDNShard.of(module, sp)
-        return ModuleBinding(kind, fam.family.name, ops, npu, project=fam.family.project, shard=shard)
-    masked = functools.partial(_masked_attention, fam.modeling)
-    return ModuleBinding(kind, fam.family.name, ops, npu, masked_attention=masked, shard=sp)
+        return ModuleBinding(kind, fam.family.name, profile, ops, npu, project=fam.family.project, shard=shard)
+    masked = functools.partial(_masked_attention, fam.modeling.eager_attention_forward)
+    return ModuleBinding(kind, fam.family.name, profile, ops, npu, masked_attention=masked, shard=sp)
 
 
 def _layer_contexts(module, kind, sp_size) -> dict:
@@ -222,10 +240,10 @@ def _kept_delta_rule(name, module, sp, force) -> dict:
     return {"chunk_gated_delta_rule": kept}
 
 
-def _masked_attention(modeling, attn_implementation: str):
+def _masked_attention(eager_attention_forward, attn_implementation: str):
     from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
-    return ALL_ATTENTION_FUNCTIONS.get_interface(attn_implementation, modeling.eager_attention_forward)
+    return ALL_ATTENTION_FUNCTIONS.get_interface(attn_implementation, eager_attention_forward)
 
 
 __all__ = ["KernelizeReport", "NPU_MARKER", "PatchedModule", "kernelize", "unkernelize"]

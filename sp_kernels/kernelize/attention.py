@@ -10,12 +10,16 @@ from __future__ import annotations
 import torch
 
 from sp_kernels.kernelize.batch import BATCH_KWARG
+from sp_kernels.kernelize.compat import the_cache
 from sp_kernels.sp.comm import all_to_all
 
 
-def attention_forward(self, hidden_states: torch.Tensor, position_embeddings, attention_mask,
+def attention_forward(self, hidden_states: torch.Tensor, position_embeddings, attention_mask, cache=None, *,
                       past_key_values=None, **kwargs):
+    """transformers' attention forward (``past_key_values`` is the cache keyword before transformers 5.24)."""
+    past_key_values = the_cache(cache, past_key_values=past_key_values)
     binding = self._sp_kernels
+    binding.check_device(self, hidden_states)
     batch = kwargs.pop(BATCH_KWARG, None)
     sp = binding.shard
     cu_seqlens = batch.cu_seqlens if batch is not None else kwargs.get("cu_seq_lens_q")
@@ -34,7 +38,7 @@ def attention_forward(self, hidden_states: torch.Tensor, position_embeddings, at
 
     if sp is not None:
         if past_key_values is not None:
-            raise NotImplementedError("past_key_values: decoding with a cache under sequence parallelism is not "
+            raise NotImplementedError("cache: decoding with a cache under sequence parallelism is not "
                                       "supported")
         if batch is None or batch.seq_len is None:
             raise RuntimeError(f"{type(self).__name__} is kernelized for sequence parallelism: call the whole "
@@ -49,7 +53,7 @@ def attention_forward(self, hidden_states: torch.Tensor, position_embeddings, at
 
     if past_key_values is not None and packed:  # packed batches are not recorded in a cache (see gated_deltanet)
         if past_key_values.get_seq_length(self.layer_idx) > 0:
-            raise NotImplementedError("past_key_values: continuing a cache with a packed batch is not supported")
+            raise NotImplementedError("cache: continuing a cache with a packed batch is not supported")
     elif past_key_values is not None:
         key, value = past_key_values.update(key, value, self.layer_idx)
 

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import torch
 
+from sp_kernels.kernelize.compat import cache_of
+
 #: keyword under which the hook hands :class:`BatchInfo` to the patched layers (flows with transformers' kwargs)
 BATCH_KWARG = "sp_kernels_batch"
 
@@ -29,24 +31,29 @@ class BatchInfo:
 
 
 def cu_seqlens_from_position_ids(position_ids: torch.Tensor) -> torch.Tensor | None:
-    """Boundaries of packed sequences from ``position_ids [1, T]`` (or mRoPE's ``[k, 1, T]``: text row 0).
+    """Boundaries of packed sequences from ``position_ids``: ``[B, T]``, or mRoPE's ``[3, B, T]`` / ``[4, B, T]``.
 
-    A new sequence starts wherever the position does not continue the previous one by +1 (as transformers'
-    ``find_packed_sequence_indices``). Returns ``None`` for a batch that is not packed: B != 1, a single
-    sequence, or positions not starting at 0 (a continuation with a cache).
+    A new sequence starts only where the positions restart at 0 — what ``DataCollatorWithFlattening`` makes — on
+    the text row of 4-row positions, on every row of 3-row ones (image and video tokens repeat or jump positions
+    within one sequence, so "not previous + 1" would cut a sample with an image into many). Returns ``None`` for a
+    batch that is not packed: B != 1, a single sequence, or positions not starting at 0 (a continuation).
     """
-    if position_ids.dim() == 3:
-        position_ids = position_ids[0]
-    if position_ids.dim() != 2 or position_ids.shape[0] != 1 or position_ids.shape[1] < 2:
+    if position_ids.dim() == 2:
+        rows = position_ids[None]
+    elif position_ids.dim() == 3 and position_ids.shape[0] in (3, 4):
+        rows = position_ids[:1] if position_ids.shape[0] == 4 else position_ids
+    else:
+        raise ValueError(f"position_ids: expected [B, T], [3, B, T] or [4, B, T], got {list(position_ids.shape)}")
+    if rows.shape[1] != 1 or rows.shape[2] < 2:
         return None
-    pos = position_ids[0]
-    if int(pos[0]) != 0:
+    restart = (rows[:, 0] == 0).all(dim=0)  # [T]
+    if not bool(restart[0]):
         return None
-    starts = torch.nonzero(pos[1:] != pos[:-1] + 1).flatten() + 1
+    starts = torch.nonzero(restart[1:]).flatten() + 1
     if starts.numel() == 0:
         return None
-    total = torch.tensor([pos.numel()], device=pos.device)
-    return torch.cat([torch.zeros(1, dtype=torch.long, device=pos.device), starts.long(), total.long()])
+    T = rows.shape[2]
+    return torch.cat([starts.new_zeros(1), starts, starts.new_full((1,), T)]).long()
 
 
 def call_arguments(module, args, kwargs) -> dict:
@@ -59,16 +66,20 @@ def call_arguments(module, args, kwargs) -> dict:
     return bound
 
 
-def make_pre_hook():
-    """A ``register_forward_pre_hook(..., with_kwargs=True)`` hook adding :data:`BATCH_KWARG` to the call."""
+class PackedBatchHook:
+    """``register_forward_pre_hook(..., with_kwargs=True)`` on a text model: adds :data:`BATCH_KWARG` to the call.
 
-    def hook(module, args, kwargs):
+    An explicit ``cu_seq_lens_q`` (``DataCollatorWithFlattening(return_flash_attn_kwargs=True)``) wins over the
+    restarts of ``position_ids``. A module-level class, so that kernelized models deep-copy and pickle.
+    """
+
+    def __call__(self, module, args, kwargs):
         bound = call_arguments(module, args, kwargs)
         mask = bound.get("attention_mask")
         position_ids = bound.get("position_ids")
-        past = bound.get("past_key_values")
+        cache = cache_of(bound)
         cu = kwargs.get("cu_seq_lens_q")
-        if cu is None and position_ids is not None and (past is None or past.get_seq_length() == 0):
+        if cu is None and position_ids is not None and (cache is None or cache.get_seq_length() == 0):
             cu = cu_seqlens_from_position_ids(position_ids)
         padded = isinstance(mask, torch.Tensor) and mask.dim() == 2 and not bool(mask.all())
         if cu is not None and padded:
@@ -76,5 +87,3 @@ def make_pre_hook():
         kwargs = dict(kwargs)
         kwargs[BATCH_KWARG] = BatchInfo(None if cu is None else cu.long(), padded)
         return args, kwargs
-
-    return hook

@@ -1,10 +1,31 @@
 """What kernelize binds to a module: per op, the registry's choice, re-checked per sequence length."""
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Callable
 
-from dispatch import Context, Implementation, Selection, select
+import torch
+
+from dispatch import Context, DeviceProfile, Implementation, Selection, select
+from sp_kernels import _contexts
+
+
+@dataclass(frozen=True)
+class LayerContext:
+    """The selection context of one op of one layer, for a call's ``(packed, T)`` (a value, so bindings copy)."""
+
+    op: str
+    device: DeviceProfile
+    dtype: torch.dtype
+    shapes: dict = field(hash=False)
+    options: dict = field(hash=False)
+    sp_size: int
+    requires_grad: bool
+
+    def __call__(self, packed: bool, T: int | None) -> Context:
+        return Context(self.op, self.device, self.dtype, _contexts.with_length(self.op, self.shapes, T),
+                       packed=packed, sp_size=self.sp_size, requires_grad=self.requires_grad, options=self.options)
 
 
 @dataclass(frozen=True)
@@ -53,8 +74,27 @@ class ModuleBinding:
 
     kind: str  # 'gated_deltanet' | 'attention'
     family: str
+    device: DeviceProfile  # what the selection was made for (detected, or simulated: ``kernelize(device=...)``)
     ops: dict
     npu_patched: bool
     project: Callable | None = None  # gated_deltanet: hidden -> (mixed_qkv, z, b, a), per family
     masked_attention: Callable | None = None  # attention: attn_implementation -> transformers' interface
     shard: object = None  # sequence parallel: GDNShard (gated_deltanet) or SPGroup (attention); None without SP
+
+    @functools.cached_property
+    def runs_on(self) -> frozenset:
+        """The device types every bound implementation runs on."""
+        return frozenset.intersection(*(frozenset(i.device_types) for b in self.ops.values()
+                                        for i in b.implementations))
+
+    def check_device(self, module, x: torch.Tensor) -> None:
+        """Before any kernel runs: the bound implementations run on the device of the tensors (a model kernelized
+        for a simulated ``cuda:sm90`` holds Triton kernels that cannot take CPU tensors)."""
+        if x.device.type not in self.runs_on:
+            chosen = ", ".join(f"{op} {b.describe()}" for op, b in self.ops.items())
+            raise RuntimeError(
+                f"{type(module).__name__} is kernelized for {self.device.spec}"
+                f"{' (simulated)' if self.device.simulated else ''} ({chosen}) but its input is on {x.device}: "
+                "kernelize(model, device=...) selects as on that device and does not move tensors. Move the model "
+                f"there, or kernelize it again for {x.device.type} (the report and `python -m kernels explain` "
+                "still show the selection)")

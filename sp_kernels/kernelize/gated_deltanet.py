@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from sp_kernels.kernelize.batch import BATCH_KWARG
+from sp_kernels.kernelize.compat import the_cache
 from sp_kernels.sp.comm import all_to_all
 from sp_kernels.sp.group import SPGroup
 
@@ -43,8 +44,12 @@ class GDNShard:
         return cls(sp, channels, slice(r * nh, (r + 1) * nh), hk, hv)
 
 
-def gated_deltanet_forward(self, hidden_states: torch.Tensor, cache_params=None, attention_mask=None, **kwargs):
+def gated_deltanet_forward(self, hidden_states: torch.Tensor, cache=None, attention_mask=None, *, cache_params=None,
+                           **kwargs):
+    """transformers' GatedDeltaNet forward (``cache_params`` is the cache keyword before transformers 5.24)."""
+    cache_params = the_cache(cache, cache_params=cache_params)
     binding = self._sp_kernels
+    binding.check_device(self, hidden_states)
     batch = kwargs.get(BATCH_KWARG)
     if binding.shard is not None:
         return _sequence_parallel(self, binding, hidden_states, batch, cache_params)
@@ -52,7 +57,7 @@ def gated_deltanet_forward(self, hidden_states: torch.Tensor, cache_params=None,
     packed = cu_seqlens is not None
     if packed:  # a cache does not record packed batches (there is no "next token" of N sequences at once)
         if cache_params is not None and cache_params.get_recurrent_state(self.layer_idx) is not None:
-            raise NotImplementedError("cache_params: continuing a cache with a packed batch is not supported")
+            raise NotImplementedError("cache: continuing a cache with a packed batch is not supported")
         cache_params = None
     if attention_mask is not None:  # zero padded positions (2-D mask), as transformers does
         hidden_states = (hidden_states * attention_mask[:, :, None]).to(hidden_states.dtype)
@@ -110,7 +115,7 @@ def _output(self, core, z):
 
 def _sequence_parallel(self, binding, hidden_states, batch, cache_params):
     if cache_params is not None:
-        raise NotImplementedError("cache_params: decoding with a cache under sequence parallelism is not supported")
+        raise NotImplementedError("cache: decoding with a cache under sequence parallelism is not supported")
     if batch is None or batch.seq_len is None:
         raise RuntimeError(f"{type(self).__name__} is kernelized for sequence parallelism: call the whole model, "
                            "whose pre-hook shards the batch")

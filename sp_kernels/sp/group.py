@@ -14,6 +14,13 @@ class SPGroup:
     size: int
     rank: int
 
+    def __deepcopy__(self, memo):  # a copy of a kernelized model runs in the same process group
+        return self
+
+    def __reduce__(self):
+        raise TypeError("a model kernelized with sp_size > 1 is bound to this process's rank and process group "
+                        "and cannot be pickled: save its state_dict, or kernels.unkernelize(model) first")
+
 
 def resolve_group(sp_size: int, group=None) -> SPGroup:
     """Check that an initialized process group of exactly ``sp_size`` ranks exists; errors name the argument."""

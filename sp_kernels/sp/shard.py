@@ -9,11 +9,16 @@ from __future__ import annotations
 
 import torch
 
+from dataclasses import dataclass
+
 from sp_kernels.kernelize.batch import BATCH_KWARG, BatchInfo, call_arguments, cu_seqlens_from_position_ids
+from sp_kernels.kernelize.compat import cache_of
 from sp_kernels.sp.comm import gather_sequence
 from sp_kernels.sp.group import SPGroup
 
 _FLASH_KWARGS = ("cu_seq_lens_q", "cu_seq_lens_k", "max_length_q", "max_length_k")
+#: the text model's parameters the pre-hook handles (``kernelize`` refuses a text model with any other)
+HANDLED = ("input_ids", "attention_mask", "position_ids", "cache", "inputs_embeds", "use_cache")
 
 
 def _pad_positions(pos: torch.Tensor, pad: int) -> torch.Tensor:
@@ -21,10 +26,16 @@ def _pad_positions(pos: torch.Tensor, pad: int) -> torch.Tensor:
     return torch.cat([pos, pos[..., -1:] + step], dim=-1)
 
 
-def make_sp_pre_hook(sp: SPGroup):
-    def hook(module, args, kwargs):
+@dataclass(frozen=True)
+class SPPreHook:
+    """Forward pre-hook (with kwargs) on a text model: pads, shards and describes the batch for this rank."""
+
+    sp: SPGroup
+
+    def __call__(self, module, args, kwargs):
+        sp = self.sp
         call = call_arguments(module, args, kwargs)
-        if call.get("past_key_values") is not None or call.get("use_cache"):
+        if cache_of(call) is not None or call.get("use_cache"):
             raise NotImplementedError("use_cache: decoding with a cache under sequence parallelism is not supported")
         call["use_cache"] = False
         key = "input_ids" if call.get("input_ids") is not None else "inputs_embeds"
@@ -58,13 +69,14 @@ def make_sp_pre_hook(sp: SPGroup):
         call[BATCH_KWARG] = BatchInfo(cu, False, seq_len=T)
         return (), call
 
-    return hook
 
+@dataclass(frozen=True)
+class SPPostHook:
+    """Forward hook (with kwargs) on a text model: gathers the last hidden state and drops the padding."""
 
-def make_sp_post_hook(sp: SPGroup):
-    def hook(module, args, kwargs, output):
+    sp: SPGroup
+
+    def __call__(self, module, args, kwargs, output):
         info = kwargs[BATCH_KWARG]
-        output.last_hidden_state = gather_sequence(output.last_hidden_state, 1, sp)[:, : info.seq_len]
+        output.last_hidden_state = gather_sequence(output.last_hidden_state, 1, self.sp)[:, : info.seq_len]
         return output
-
-    return hook

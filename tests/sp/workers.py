@@ -80,13 +80,14 @@ def parity(rank: int, world: int, port: int, families, lengths) -> None:
 def marked_modules(rank: int, world: int, port: int) -> None:
     """A model kernelized with NPU kernels (simulated 910B, stand-ins) keeps its delta rule under SP."""
     from tests.kernelize.test_kernelize import counting_standins
+    from tests.helpers import device_standins_on_cpu
     from dispatch import registered
 
     init(rank, world, port)
     try:
         impls, calls = counting_standins(("npu",), prefix="npu")
         base = build("qwen3_5", **SP_CONFIG)
-        with registered(*impls):
+        with registered(*impls), device_standins_on_cpu():
             single = copy.deepcopy(base)
             kernels.kernelize(single)
             model = copy.deepcopy(base)
@@ -139,7 +140,7 @@ def sp_dispatch(rank: int, world: int, port: int) -> None:
     """Under SP the conv is chosen at the local-heads / global-length shapes, against the Unified Buffer."""
     from dispatch import Implementation, implementations, registered, resolve_profile
     from dispatch.ub import Launch
-    from tests.helpers import only_portable
+    from tests.helpers import device_standins_on_cpu, only_portable
 
     init(rank, world, port)
     try:
@@ -155,7 +156,7 @@ def sp_dispatch(rank: int, world: int, port: int) -> None:
         # a 64 KiB Unified Buffer: the tile at D = 128 channels (BD=128) overflows it, at D / 2 (BD=64) it fits
         npu = resolve_profile("npu:Ascend910B3").replace(ub_bytes=64 * 1024)
         base = build("qwen3_5", **SP_CONFIG)
-        with only_portable(), registered(triton):
+        with only_portable(), registered(triton), device_standins_on_cpu():
             single = copy.deepcopy(base)
             report = kernels.kernelize(single, device=npu)
             assert all(m.ops["causal_conv1d"] != "triton_standin" for m in report.modules if "causal_conv1d" in m.ops)

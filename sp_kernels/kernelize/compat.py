@@ -1,0 +1,69 @@
+"""What differs between the transformers releases kernelize supports, and the guard against what it does not know.
+
+transformers 5.24 renamed the cache keyword of the forwards kernelize owns: GatedDeltaNet's ``cache_params`` and
+the attention and text models' ``past_key_values`` became ``cache`` (the old names are deprecated until 5.40). The
+owned forwards take ``cache`` and the older names.
+
+:func:`check_forward` runs at kernelize time on every transformers forward kernelize replaces (and, under sequence
+parallelism, on the text model whose arguments the pre-hook rewrites): a parameter that our forward does not
+handle is an error naming the class, the parameter and the transformers version — never dropped into ``**kwargs``.
+"""
+from __future__ import annotations
+
+import inspect
+from typing import Callable, Iterable
+
+#: older names of the ``cache`` keyword (transformers < 5.24)
+CACHE_ALIASES = ("cache_params", "past_key_values")
+_CACHE_NAMES = ("cache", *CACHE_ALIASES)
+
+
+def _canonical(name: str) -> str:
+    return "cache" if name in CACHE_ALIASES else name
+
+
+def the_cache(cache=None, **older):
+    """The one cache a forward was given, whichever keyword carried it (``cache`` or an older name)."""
+    given = {name: value for name, value in (("cache", cache), *older.items()) if value is not None}
+    if len({id(v) for v in given.values()}) > 1:
+        raise ValueError(f"cache: given twice, as {' and '.join(given)}")
+    return next(iter(given.values()), None)
+
+
+def cache_of(call: dict):
+    """The cache in a call's arguments by name (``cache``, ``past_key_values`` or ``cache_params``)."""
+    return the_cache(**{name: call.get(name) for name in _CACHE_NAMES})
+
+
+def _named(sig: inspect.Signature) -> list[inspect.Parameter]:
+    return [p for p in sig.parameters.values()
+            if p.name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+
+
+def check_forward(cls: type, ours: Callable | Iterable[str], what: str = "sp-kernels' forward") -> None:
+    """Refuse a transformers ``cls.forward`` with a parameter ``ours`` does not handle.
+
+    ``ours`` is the replacement forward (its parameters, in order: transformers' positional parameters must be
+    its positional parameters, up to the cache renaming) or, for a hook, the names it reads.
+    """
+    import transformers
+
+    theirs = _named(inspect.signature(cls.forward))  # follows functools.wraps (deprecate_kwarg and friends)
+    if callable(ours):
+        mine = _named(inspect.signature(ours))
+        handled = {_canonical(p.name) for p in mine}
+        positional = [_canonical(p.name) for p in mine if p.kind is p.POSITIONAL_OR_KEYWORD]
+    else:
+        handled, positional = {_canonical(n) for n in ours}, None
+    where = f"{cls.__module__}.{cls.__qualname__}.forward (transformers {transformers.__version__})"
+    for p in theirs:
+        if _canonical(p.name) not in handled:
+            raise RuntimeError(
+                f"model: {where} has a parameter {p.name!r} that {what} does not handle; kernelize refuses "
+                "rather than drop it. Use a transformers version this sp-kernels release supports (see the "
+                "README), or upgrade sp-kernels")
+    if positional is not None:
+        order = [_canonical(p.name) for p in theirs if p.kind is p.POSITIONAL_OR_KEYWORD]
+        if positional[: len(order)] != order:
+            raise RuntimeError(f"model: {where} takes its positional parameters in the order {order}, "
+                               f"{what} in the order {positional}; kernelize refuses rather than mix them up")
