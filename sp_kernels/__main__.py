@@ -1,4 +1,5 @@
-"""Command line: ``python -m kernels {demo,explain}``."""
+"""Command line: ``python -m kernels {demo,explain,ub,bench,compile-check} ...`` (``python -m kernels COMMAND -h``
+lists a command's options). A bad option is one ``error:`` line on stderr and exit code 2."""
 from __future__ import annotations
 
 import argparse
@@ -9,10 +10,18 @@ import torch
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32, "fp64": torch.float64}
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's errors (unknown option, bad int, ...) as one line, exit code 2 (subcommand parsers too)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
 def _parser() -> argparse.ArgumentParser:
+    from sp_kernels.bench import OPS as BENCH_OPS
     from sp_kernels.explain import ModelShape
 
-    p = argparse.ArgumentParser(prog="python -m kernels", description=__doc__)
+    p = _Parser(prog="python -m kernels", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="kernelize a tiny Qwen3.5 model and check parity")
     demo.add_argument("--device", default=None, help="torch device (default: cpu)")
@@ -38,8 +47,7 @@ def _parser() -> argparse.ArgumentParser:
     ub.add_argument("--dtype", default="bf16")
 
     bench = sub.add_parser("bench", help="run the microbenchmarks (source checkout) and render table + plot")
-    bench.add_argument("--op", default=None, help="gated_delta_rule, causal_conv1d, rotary, fusion_attention, "
-                       "dispatch_overhead, paired (default: all)")
+    bench.add_argument("--op", choices=BENCH_OPS, default=None, help="one benchmark (default: all)")
     bench.add_argument("--quick", action="store_true", help="tiny shapes, one round: checks the benchmarks run")
     bench.add_argument("--out", default=None, help="JSON path (default bench/results/latest.json)")
     bench.add_argument("--targets", action="store_true",
@@ -77,19 +85,49 @@ def _ub(args, extra: list[str]) -> int:
     return 0
 
 
-def _explain(args) -> int:
+def _profile(device: str):
+    """``resolve_profile``, with a device that is not here (or that torch does not know) as a ValueError."""
     from dispatch import resolve_profile
+
+    try:
+        return resolve_profile(device)
+    except RuntimeError as exc:  # "device: ... requested but no ... is available", or torch cannot parse it
+        msg = str(exc)
+        if not msg.startswith("device:"):
+            why = "the npu device type needs torch_npu" if device.startswith("npu") else msg
+            msg = f"device: torch does not know {device!r} here ({why})"
+        raise ValueError(msg) from None
+
+
+def _demo(args) -> int:
+    from sp_kernels._checks import positive_int
+
+    if positive_int("sp_size", args.sp_size) > 1:
+        if args.device not in (None, "cpu"):
+            raise ValueError(f"device: the sequence-parallel demo runs on CPU processes (gloo), not {args.device!r}")
+        from sp_kernels.demo_sp import main as demo_sp
+
+        return demo_sp(args.sp_size)
+    if args.device is not None and _profile(args.device).simulated:
+        raise ValueError(f"device: {args.device!r} is a simulated profile (for explain); the demo needs a real device")
+    from sp_kernels.demo import main as demo
+
+    return demo(args.device)
+
+
+def _explain(args) -> int:
     from dispatch.devices import simulated
     from sp_kernels.explain import ModelShape, explain, render
 
-    device = args.device
     if args.arch:
-        device = f"{args.device.split(':')[0]}:{args.arch}"
-    elif device in ("cuda", "npu"):
+        device = _profile(f"{args.device.split(':')[0]}:{args.arch}")
+    elif args.device in ("cuda", "npu"):  # a bare accelerator type that is not here is simulated
         try:
-            resolve_profile(device)
-        except RuntimeError:
-            device = simulated(device)
+            device = _profile(args.device)
+        except ValueError:
+            device = simulated(args.device)
+    else:
+        device = _profile(args.device)
     shape = ModelShape(**{f: getattr(args, f) for f in ModelShape.__dataclass_fields__})
     selections = explain(device, sp_size=args.sp_size, ub_kib=args.ub_kib, dtype=_DTYPES[args.dtype], shape=shape, packed=args.packed,
                          mode="inference" if args.inference else "train")
@@ -114,13 +152,7 @@ def main(argv=None) -> int:
             return compile_check(args.target, full=args.full, write=args.write, ascend_python=args.ascend_python,
                                  arch=args.arch, calibration=args.calibration)
         if args.command == "demo":
-            if args.sp_size > 1:
-                from sp_kernels.demo_sp import main as demo_sp
-
-                return demo_sp(args.sp_size)
-            from sp_kernels.demo import main as demo
-
-            return demo(args.device)
+            return _demo(args)
         return _explain(args)
     except (ValueError, TypeError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -1,6 +1,8 @@
 """Input validation shared by the public ops: every error names the argument and what was expected."""
 from __future__ import annotations
 
+import math
+
 import torch
 
 
@@ -34,9 +36,17 @@ def scalar_float(name: str, value, default: float) -> float:
         return default
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name}: expected a float or None, got {type(value).__name__}")
-    if not value > 0:
-        raise ValueError(f"{name}: expected a positive number, got {value}")
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{name}: expected a finite positive number, got {value}")
     return float(value)
+
+
+def positive_int(name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name}: expected an int, got {type(value).__name__}")
+    if value < 1:
+        raise ValueError(f"{name}: expected a positive int, got {value}")
+    return value
 
 
 def flag(name: str, value) -> bool:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import torch
 
 from dispatch import Context, Selection, implementations, resolve_profile, select, ub
-from sp_kernels import _contexts
+from sp_kernels import _checks, _contexts
 from sp_kernels.kernelize import NPU_MARKER
 
 
@@ -26,12 +26,18 @@ class ModelShape:
     head_dim: int = 256
     rotary_dim: int = 64
 
+    def __post_init__(self):
+        for name in self.__dataclass_fields__:
+            _checks.positive_int(name, getattr(self, name))
+
 
 def explain(device="cpu", *, sp_size: int = 1, ub_kib: int | None = None, dtype: torch.dtype = torch.bfloat16, shape: ModelShape = ModelShape(),
             packed: bool = False, mode: str = "train", force: dict | None = None) -> list[Selection]:
     """One :class:`Selection` per op for ``shape`` on ``device`` (a real device or a simulated profile name)."""
+    _checks.positive_int("sp_size", sp_size)
     profile = resolve_profile(device)
     if ub_kib is not None:
+        _checks.positive_int("ub_kib", ub_kib)
         if profile.type != "npu":
             raise ValueError(f"ub_kib: only an NPU profile has a Unified Buffer, not {profile.spec}")
         profile = profile.replace(ub_bytes=ub_kib * 1024, name=f"{profile.name}[UB {ub_kib} KiB]")

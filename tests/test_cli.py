@@ -2,6 +2,9 @@
 import subprocess
 import sys
 
+import pytest
+import torch
+
 from sp_kernels.__main__ import main
 
 
@@ -61,3 +64,65 @@ def test_bench_quick_runs_and_renders(tmp_path):
     table = (tmp_path / "quick.md").read_text()
     assert "### rotary fp32 fwd+bwd" in table and "| transformers |" in table and "peak memory" in table
     assert (tmp_path / "quick.png").stat().st_size > 10_000
+
+
+def _bad(capsys, *argv) -> str:
+    """Run the command line on bad options: exit code 2 and exactly one line on stderr, which is returned."""
+    try:
+        code = main(list(argv))
+    except SystemExit as exc:  # argparse's own errors exit from parse_args
+        code = exc.code
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    return err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["explain", "--sp-size", "0"], "error: sp_size: expected a positive int, got 0"),
+    (["explain", "--sp-size", "-2"], "error: sp_size: expected a positive int, got -2"),
+    (["explain", "--seq-len", "0"], "error: seq_len: expected a positive int, got 0"),
+    (["explain", "--num-k-heads", "-1"], "error: num_k_heads: expected a positive int, got -1"),
+    (["explain", "--device", "npu", "--ub-kib", "0"], "error: ub_kib: expected a positive int, got 0"),
+    (["explain", "--device", "tpu"], "error: device: unknown device type 'tpu'"),
+    (["explain", "--device", "npu:0"], "error: device: torch does not know 'npu:0' here"),
+    (["explain", "--sp-size", "x"], "python -m kernels explain: error: argument --sp-size: invalid int value: 'x'"),
+    (["explain", "--bogus"], "python -m kernels: error: unrecognized arguments: --bogus"),
+    (["demo", "--sp-size", "0"], "error: sp_size: expected a positive int, got 0"),
+    (["demo", "--device", "tpu"], "error: device: unknown device type 'tpu'"),
+    (["demo", "--device", "cuda:sm90"], "error: device: 'cuda:sm90' is a simulated profile"),
+    (["demo", "--sp-size", "2", "--device", "cuda"], "error: device: the sequence-parallel demo runs on CPU"),
+    (["ub", "--kernel", "ours.rotary_fwd", "--BT", "x"], "error: BT: expected an int, got 'x'"),
+    (["bench", "--op", "bogus"], "python -m kernels bench: error: argument --op: invalid choice: 'bogus'"),
+    (["compile-check", "--target", "tpu"], "python -m kernels compile-check: error: argument --target: invalid"),
+    ([], "python -m kernels: error: the following arguments are required: command"),
+])
+def test_bad_options_are_one_line_and_exit_code_2(capsys, argv, message):
+    assert _bad(capsys, *argv).startswith(message)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA device is present")
+def test_demo_on_an_absent_accelerator_is_an_error_before_running(capsys):
+    assert _bad(capsys, "demo", "--device", "cuda").startswith("error: device: cuda requested but no CUDA device")
+
+
+def test_help_lists_every_subcommand(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--help"])
+    assert exc.value.code == 0
+    assert "python -m kernels {demo,explain,ub,bench,compile-check}" in " ".join(capsys.readouterr().out.split())
+
+
+def test_explain_names_the_torch_npu_implementations_for_what_they_run(capsys):
+    assert main(["explain", "--device", "npu", "--arch", "Ascend910B3"]) == 0
+    out = capsys.readouterr().out
+    assert "torch_npu.npu_fusion_attention" in out and "torch_npu.npu_rotary_mul" in out
+    assert "rejected npu:" not in out
+
+
+def test_bad_option_in_a_real_process_is_one_line_without_traceback():
+    run = subprocess.run([sys.executable, "-m", "kernels", "explain", "--sp-size", "0"], capture_output=True,
+                         text=True, timeout=300)
+    assert run.returncode == 2
+    assert run.stderr.splitlines() == ["error: sp_size: expected a positive int, got 0"]
+    assert "Traceback" not in run.stderr and run.stdout == ""

@@ -42,7 +42,7 @@ register(
 register(
     Implementation(
         op="fusion_attention",
-        name="npu",
+        name="torch_npu.npu_fusion_attention",
         fn=lazy("sp_kernels.attention.npu", "fusion_attention_npu"),
         device_types=("npu",),
         priority=30,

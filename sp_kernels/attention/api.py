@@ -52,6 +52,8 @@ def fusion_attention(
     if HKV == 0 or H % HKV != 0:
         raise ValueError(f"k: query heads H={H} must be a multiple of the key/value heads HKV={HKV}")
     causal = _checks.flag("causal", causal)
+    if D == 0:
+        raise ValueError(f"q: expected a head dim D >= 1, got shape {list(q.shape)}")
     scale = _checks.scalar_float("scale", scale, D**-0.5)
     if cu_seqlens is not None and TQ != TK:
         raise ValueError(f"cu_seqlens: packed sequences need as many queries as keys, got TQ={TQ}, TK={TK}")

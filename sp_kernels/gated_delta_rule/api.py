@@ -56,12 +56,14 @@ def chunk_gated_delta_rule(
     _checks.same_device_dtype("v", v, "q", q)
     HV, V = v.shape[2], v.shape[3]
     _checks.shape("v", v, (B, T, None, None), "[B, T, HV, V] with q's B and T")
-    if HV % H != 0:
+    if H == 0 or HV % H != 0:
         raise ValueError(f"v: value heads HV={HV} must be a multiple of the query/key heads H={H}")
     for name, t in (("g", g), ("beta", beta)):
         _checks.tensor(name, t, 3)
         _checks.shape(name, t, (B, T, HV), "[B, T, HV]")
         _checks.same_device_dtype(name, t, "q", q, dtype=False)
+    if K == 0:
+        raise ValueError(f"q: expected a head dim K >= 1, got shape {list(q.shape)}")
     scale = _checks.scalar_float("scale", scale, K**-0.5)
     output_final_state = _checks.flag("output_final_state", output_final_state)
     use_qk_l2norm_in_kernel = _checks.flag("use_qk_l2norm_in_kernel", use_qk_l2norm_in_kernel)

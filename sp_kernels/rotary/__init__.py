@@ -58,7 +58,7 @@ register(
 register(
     Implementation(
         op="rotary",
-        name="npu",
+        name="torch_npu.npu_rotary_mul",
         fn=lazy("sp_kernels.rotary.npu", "apply_rotary_pos_emb_npu"),
         device_types=("npu",),
         priority=35,

@@ -45,7 +45,7 @@ def apply_rotary_pos_emb(
     _checks.tensor("k", k, 4)
     _checks.tensor("cos", cos, 3)
     _checks.tensor("sin", sin, 3)
-    if isinstance(unsqueeze_dim, bool) or unsqueeze_dim not in (1, 2):
+    if isinstance(unsqueeze_dim, bool) or not isinstance(unsqueeze_dim, int) or unsqueeze_dim not in (1, 2):
         raise ValueError(f"unsqueeze_dim: expected 1 ([B, H, T, D]) or 2 ([B, T, H, D]), got {unsqueeze_dim!r}")
     if unsqueeze_dim == 1:
         B, H, T, D = q.shape

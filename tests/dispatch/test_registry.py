@@ -105,3 +105,41 @@ def test_implementations_mapping_is_printable():
     table = implementations()
     assert set(table) == {"chunk_gated_delta_rule", "causal_conv1d", "rotary", "fusion_attention"}
     assert "Implementation(op='causal_conv1d', name='torch'" in repr(table["causal_conv1d"]["torch"])
+
+
+def test_check_impl_name_reports_the_argument_it_is_given():
+    from dispatch.registry import check_impl_name
+
+    assert check_impl_name("rotary", "torch").name == "torch"
+    with pytest.raises(TypeError, match="^force: expected an implementation name .str., got int"):
+        check_impl_name("rotary", 5, arg="force")
+    with pytest.raises(ValueError, match="^force: rotary has no implementation 'npu'; known: "):
+        check_impl_name("rotary", "npu", arg="force")
+    with pytest.raises(ValueError, match="^op: unknown op 'conv'"):
+        check_impl_name("conv", "torch")
+
+
+def test_a_name_forced_by_the_environment_is_reported_as_such(monkeypatch):
+    monkeypatch.setenv(FORCE_ENV, "causal_conv1d=cuda_fast")
+    with pytest.raises(ValueError, match=f"^{FORCE_ENV}: causal_conv1d has no implementation 'cuda_fast'"):
+        select("causal_conv1d", ctx())
+
+
+NPU_NAMES = {"fusion_attention": "torch_npu.npu_fusion_attention", "rotary": "torch_npu.npu_rotary_mul"}
+
+
+def test_torch_npu_implementations_are_named_for_what_they_run(monkeypatch):
+    """Dotted names work as ``impl`` and in ``SP_KERNELS_FORCE``: the name is found, and forcing it on the CPU says
+    why it cannot run there (not that the name is unknown)."""
+    for op, name in NPU_NAMES.items():
+        assert implementations(op)[name].packages == ("torch_npu",) and "npu" not in implementations(op)
+    monkeypatch.setenv(FORCE_ENV, ",".join(f"{op}={name}" for op, name in NPU_NAMES.items()))
+    assert forced_from_env() == NPU_NAMES
+    rotary = Context("rotary", resolve_profile("cpu"), torch.float32, {"B": 1, "H": 2, "HK": 2, "D": 8, "R": 8})
+    cannot = "rotary implementation 'torch_npu.npu_rotary_mul' was forced but cannot run here: runs on npu, not cpu"
+    with pytest.raises(ValueError, match=f"^{FORCE_ENV}: {cannot}"):
+        select("rotary", rotary)
+    monkeypatch.delenv(FORCE_ENV)
+    with pytest.raises(ValueError, match=f"^impl: {cannot}"):
+        select("rotary", rotary, force="torch_npu.npu_rotary_mul")
+    assert dict(select("rotary", rotary).rejected)["torch_npu.npu_rotary_mul"] == "runs on npu, not cpu"

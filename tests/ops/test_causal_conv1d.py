@@ -404,6 +404,11 @@ def test_unknown_impl():
         _call(**_good(impl="no-such-kernel"))
 
 
+def test_impl_not_a_str():
+    with pytest.raises(TypeError, match="^impl: expected an implementation name .str., got int"):
+        _call(**_good(impl=5))
+
+
 def test_reference_is_never_auto_selected_but_can_be_forced():
     args = _good()
     y_auto, _ = causal_conv1d(**args)

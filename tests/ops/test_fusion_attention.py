@@ -261,9 +261,15 @@ def test_bad_v_device():
         fusion_attention(**_good(v=torch.empty(2, 5, 2, 6, dtype=F64, device="meta")))
 
 
-def test_bad_scale():
-    with pytest.raises(ValueError, match="scale:"):
-        fusion_attention(**_good(), scale=-1.0)
+@pytest.mark.parametrize("scale", [-1.0, 0.0, float("inf"), float("nan")])
+def test_bad_scale(scale):
+    with pytest.raises(ValueError, match="^scale: expected a finite positive number"):
+        fusion_attention(**_good(), scale=scale)
+
+
+def test_bad_head_dim_zero():
+    with pytest.raises(ValueError, match="^q: expected a head dim D >= 1"):
+        fusion_attention(**_good(q=_randn(2, 5, 4, 0), k=_randn(2, 5, 2, 0)))
 
 
 def test_bad_causal():
@@ -313,3 +319,8 @@ def test_bad_cu_seqlens_unequal_lengths():
 def test_unknown_impl():
     with pytest.raises(ValueError, match="impl:"):
         fusion_attention(**_good(), impl="flash-of-genius")
+
+
+def test_impl_not_a_str():
+    with pytest.raises(TypeError, match="^impl: expected an implementation name .str., got int"):
+        fusion_attention(**_good(), impl=5)

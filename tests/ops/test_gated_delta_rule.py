@@ -250,6 +250,11 @@ BAD = [
     pytest.param(lambda: _call(_base(), use_qk_l2norm_in_kernel="yes"), TypeError, "use_qk_l2norm_in_kernel:",
                  id="flag-l2norm"),
     pytest.param(lambda: _call(_base(), scale=-1.0), ValueError, "scale:", id="scale-negative"),
+    pytest.param(lambda: _call(_base(), scale=float("inf")), ValueError, "^scale: expected a finite", id="scale-inf"),
+    pytest.param(lambda: _call(_base(), scale=float("nan")), ValueError, "^scale: expected a finite", id="scale-nan"),
+    pytest.param(lambda: _call(_base(), impl=5), TypeError, "^impl: expected an implementation name", id="impl-int"),
+    pytest.param(lambda: _call(_base(K=0)), ValueError, "^q: expected a head dim K >= 1", id="head-dim-0"),
+    pytest.param(lambda: _call(_base(H=0)), ValueError, "^v: value heads HV=4 must be a multiple", id="heads-0"),
 ]
 
 

@@ -219,9 +219,10 @@ def test_bad_layout_for_unsqueeze_dim():
         apply_rotary_pos_emb(**args, unsqueeze_dim=2)
 
 
-def test_bad_unsqueeze_dim():
-    with pytest.raises(ValueError, match="unsqueeze_dim:"):
-        apply_rotary_pos_emb(**_good(), unsqueeze_dim=3)
+@pytest.mark.parametrize("dim", [3, 1.0, True])
+def test_bad_unsqueeze_dim(dim):
+    with pytest.raises(ValueError, match="^unsqueeze_dim: expected 1"):
+        apply_rotary_pos_emb(**_good(), unsqueeze_dim=dim)
 
 
 def test_bad_odd_rotary_dim():
@@ -262,3 +263,8 @@ def test_bad_cos_device():
 def test_unknown_impl():
     with pytest.raises(ValueError, match="impl:"):
         apply_rotary_pos_emb(**_good(), impl="no-such-kernel")
+
+
+def test_impl_not_a_str():
+    with pytest.raises(TypeError, match="^impl: expected an implementation name"):
+        apply_rotary_pos_emb(**_good(), impl=b"torch")
