@@ -13,7 +13,8 @@ from dataclasses import dataclass
 
 import torch
 
-from dispatch import OPS, DeviceProfile, implementations, resolve_profile
+from dispatch import OPS, DeviceProfile, resolve_profile
+from dispatch.registry import check_impl_name
 from sp_kernels import _contexts
 from sp_kernels.kernelize import compat
 from sp_kernels.kernelize.attention import attention_forward
@@ -154,11 +155,7 @@ def _check_force(force) -> dict:
     for op, name in force.items():
         if op not in OPS:
             raise ValueError(f"force: unknown op {op!r}; expected one of {', '.join(OPS)}")
-        if not isinstance(name, str):
-            raise TypeError(f"force: {op}: expected an implementation name (str), got {type(name).__name__}")
-        known = implementations(op)
-        if name not in known:
-            raise ValueError(f"force: {op} has no implementation {name!r}; known: {', '.join(sorted(known))}")
+        check_impl_name(op, name, arg="force")
     return dict(force)
 
 

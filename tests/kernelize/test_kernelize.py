@@ -7,7 +7,7 @@ import torch
 import kernels
 from dispatch import Implementation, implementations, registered
 from sp_kernels import NPU_MARKER
-from tests.helpers import device_standins_on_cpu
+from tests.helpers import device_standins_on_cpu, only_portable
 from tests.kernelize.models import build
 
 OPS = ("causal_conv1d", "chunk_gated_delta_rule", "rotary", "fusion_attention")
@@ -108,6 +108,10 @@ def test_failed_selection_leaves_model_untouched():
     (dict(mode="eval"), ValueError, "mode: expected one of"),
     (dict(device="npu:Ascend999"), ValueError, "device: unknown npu profile"),
     (dict(force={"conv": "torch"}), ValueError, "force: unknown op 'conv'"),
+    (dict(force="reference"), TypeError, "force: expected a dict"),
+    (dict(force={"rotary": 5}), TypeError, "force: expected an implementation name"),
+    (dict(force={"rotary": "nope"}), ValueError, "force: rotary has no implementation 'nope'"),
+    (dict(group=object()), ValueError, "group: a process group was given with sp_size=1"),
 ])
 def test_bad_arguments(kwargs, exc, match):
     with pytest.raises(exc, match=match):
@@ -124,3 +128,24 @@ def test_sp_size_without_a_process_group_is_an_error():
     with pytest.raises(ValueError, match="sp_size: 2 needs an initialized torch.distributed process group"):
         kernels.kernelize(model, sp_size=2)
     assert not any(hasattr(m, "_sp_kernels") for m in model.modules())
+
+
+def test_a_simulated_device_the_tensors_are_not_on_is_an_error_before_any_kernel_runs():
+    model = build("qwen3_5", torch.float32)
+    impls, calls = counting_standins(("cuda",), prefix="cuda")
+    with registered(*impls):
+        report = kernels.kernelize(model, device="cuda:sm90")
+        assert report.device.simulated and "cuda_causal_conv1d" in report.table()  # the report stays available
+        with pytest.raises(RuntimeError, match=r"Qwen3_5GatedDeltaNet is kernelized for cuda:sm90 \(simulated\) "
+                                               r".* but its input is on cpu"):
+            model(input_ids=torch.randint(0, 96, (1, 8)))
+    assert sum(calls.values()) == 0
+
+
+def test_a_simulated_device_whose_kernels_are_portable_runs():
+    model = build("qwen3_5")
+    ids = torch.randint(0, 96, (1, 8))
+    before = model(input_ids=ids).logits
+    with only_portable():
+        kernels.kernelize(model, device="npu:Ascend910B3")  # torch implementations: they run CPU tensors too
+    torch.testing.assert_close(model(input_ids=ids).logits, before, rtol=2e-3, atol=2e-3)

@@ -1,5 +1,6 @@
 """kernelize parity: the patched model equals transformers' own torch path (logits, loss, every gradient)."""
 import copy
+import inspect
 
 import pytest
 import torch
@@ -111,17 +112,29 @@ def test_packed_batch_is_refused_by_transformers_but_not_after_kernelize():
     torch.testing.assert_close(out[:, :5], model(input_ids=ids[:, :5]).logits, rtol=1e-10, atol=1e-10)
 
 
-def test_generate_with_cache_matches_transformers():
-    base = build("qwen3_5", use_cache=True)
+def cache_keyword(model) -> str:
+    """The cache keyword of this transformers' model forwards: ``cache`` from 5.24, ``past_key_values`` before."""
+    return "cache" if "cache" in inspect.signature(type(model).forward).parameters else "past_key_values"
+
+
+@pytest.mark.parametrize("family,dtype,tol", FAMILIES)
+def test_generate_with_cache_matches_transformers(family, dtype, tol):
+    base = build(family, dtype, use_cache=True)
     model = copy.deepcopy(base)
     kernels.kernelize(model, mode="inference")
     ids = torch.randint(0, 96, (2, 6))
-    kwargs = dict(max_new_tokens=5, do_sample=False, use_cache=True)
+    kwargs = dict(max_new_tokens=8, do_sample=False, use_cache=True)
+    cache = cache_keyword(base)
     with torch.no_grad():
         assert torch.equal(model.generate(ids, **kwargs), base.generate(ids, **kwargs))
         a = model(input_ids=ids, use_cache=True)
         b = base(input_ids=ids, use_cache=True)
+        assert getattr(a, cache) is not None
         nxt = torch.randint(0, 96, (2, 1))
-        la = model(input_ids=nxt, past_key_values=a.past_key_values, use_cache=True).logits
-        lb = base(input_ids=nxt, past_key_values=b.past_key_values, use_cache=True).logits
-    torch.testing.assert_close(la, lb, rtol=TRANSFORMERS_TOL, atol=TRANSFORMERS_TOL)
+        for _ in range(3):  # decode steps through the cache, by the keyword this transformers uses
+            la = model(input_ids=nxt, use_cache=True, **{cache: getattr(a, cache)}).logits
+            lb = base(input_ids=nxt, use_cache=True, **{cache: getattr(b, cache)}).logits
+            torch.testing.assert_close(la, lb, rtol=TRANSFORMERS_TOL, atol=TRANSFORMERS_TOL)
+        # without the cache the last step differs: the comparison above did use the state
+        fresh = model(input_ids=nxt).logits
+        assert (fresh - la).abs().max() > 1e-3

@@ -70,3 +70,69 @@ def test_cpu_model_runs_after_kernelize_with_fla_installed():
     assert "UNPATCHED_FAILS" in run.stdout, run.stdout
     # ...and after kernelize the same model runs on CPU through the torch implementations.
     assert "KERNELIZED_OK" in run.stdout
+
+
+def _with_forward(module, forward):
+    """Give one module a transformers class whose forward has another signature (a newer transformers)."""
+    module.__class__ = type(type(module).__name__, (type(module),), {"forward": forward,
+                                                                    "__module__": type(module).__module__})
+
+
+def test_a_forward_parameter_kernelize_does_not_know_is_refused():
+    import transformers
+
+    model = build("qwen3_5")
+    gdn = model.model.layers[0].linear_attn
+
+    def forward(self, hidden_states, cache=None, attention_mask=None, seq_idx=None, **kwargs):
+        return super(type(self), self).forward(hidden_states, cache, attention_mask, **kwargs)
+
+    _with_forward(gdn, forward)
+    with pytest.raises(RuntimeError, match=rf"Qwen3_5GatedDeltaNet.forward \(transformers "
+                                           rf"{transformers.__version__}\) has a parameter 'seq_idx'"):
+        kernels.kernelize(model)
+    assert not any(hasattr(m, "_sp_kernels") for m in model.modules())  # refused before anything was patched
+
+
+def test_a_reordered_forward_is_refused():
+    model = build("qwen3_5")
+
+    def forward(self, hidden_states, position_embeddings, cache=None, attention_mask=None, **kwargs):
+        raise AssertionError("not called")
+
+    _with_forward(model.model.layers[1].self_attn, forward)
+    with pytest.raises(RuntimeError, match="Qwen3_5Attention.forward .* positional parameters in the order"):
+        kernels.kernelize(model)
+
+
+@pytest.mark.parametrize("keyword", ["cache", "cache_params", "past_key_values"])
+def test_the_owned_forwards_take_every_cache_keyword(keyword):
+    from sp_kernels.kernelize.attention import attention_forward
+    from sp_kernels.kernelize.compat import check_forward, the_cache
+    from sp_kernels.kernelize.gated_deltanet import gated_deltanet_forward
+
+    marker = object()
+    assert the_cache(**{keyword: marker}) is marker
+    with pytest.raises(ValueError, match="cache: given twice"):
+        the_cache(cache=marker, **{"cache_params" if keyword != "cache_params" else "past_key_values": object()})
+    # both owned forwards handle transformers' signature of either era (a forward with the older name)
+    for ours in (gated_deltanet_forward, attention_forward):
+        old = {"gated_deltanet_forward": "def forward(self, hidden_states, cache_params=None, attention_mask=None,"
+                                         " **kwargs): pass",
+               "attention_forward": "def forward(self, hidden_states, position_embeddings, attention_mask, "
+                                    "past_key_values=None, **kwargs): pass"}[ours.__name__]
+        scope = {}
+        exec(old, scope)
+        check_forward(type("Old", (), {"forward": scope["forward"]}), ours)
+
+
+def test_the_sp_pre_hook_refuses_a_text_model_parameter_it_does_not_shard():
+    from sp_kernels.kernelize.compat import check_forward
+    from sp_kernels.sp.shard import HANDLED
+
+    def forward(self, input_ids=None, attention_mask=None, position_ids=None, cache=None, inputs_embeds=None,
+                use_cache=None, token_type_ids=None, **kwargs):
+        pass
+
+    with pytest.raises(RuntimeError, match="'token_type_ids' that the sequence-parallel pre-hook does not handle"):
+        check_forward(type("TextModel", (), {"forward": forward}), HANDLED, "the sequence-parallel pre-hook")

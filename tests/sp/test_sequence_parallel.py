@@ -40,3 +40,8 @@ def test_bad_group_and_unsupported_calls():
 
 def test_sp_conv_choice_follows_the_unified_buffer_at_sp_shapes():
     spawn(workers.sp_dispatch, 2)
+
+
+@pytest.mark.parametrize("world", [2, 4])
+def test_multimodal_images_and_copies(world):
+    spawn(workers.multimodal_and_copies, world)

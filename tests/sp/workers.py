@@ -116,7 +116,13 @@ def bad_group(rank: int, world: int, port: int) -> None:
         else:
             raise AssertionError("group size != sp_size was accepted")
         kernels.kernelize(model, sp_size=world)
+        from transformers import DynamicCache
+
+        from tests.kernelize.test_parity import cache_keyword
+
+        cache = {cache_keyword(model): DynamicCache(config=model.config)}  # an explicit cache, by this version's name
         for kwargs, match in ((dict(use_cache=True), "use_cache: decoding with a cache under sequence parallelism"),
+                              (cache, "use_cache: decoding with a cache under sequence parallelism"),
                               (dict(attention_mask=torch.tensor([[1] * 9 + [0]] * 2)), "attention_mask: padded")):
             try:
                 model(input_ids=torch.randint(0, 96, (2, 10)), **kwargs)
@@ -175,5 +181,41 @@ def sp_dispatch(rank: int, world: int, port: int) -> None:
             kernels.kernelize(model, sp_size=world, device=npu.replace(ub_bytes=32 * 1024))
             sel = model.model.layers[0].linear_attn._sp_kernels.ops["causal_conv1d"].selection(False, T)
             assert sel.chosen.name == "torch" and "(ub overflow)" in dict(sel.rejected)["triton_standin"]
+    finally:
+        dist.destroy_process_group()
+
+
+def multimodal_and_copies(rank: int, world: int, port: int) -> None:
+    """Qwen3.5 with images (mRoPE positions [3, B, T]) under SP equals sp_size=1: batch 1 and 2, and packed. A copy
+    of an SP-kernelized model runs the same; pickling one is refused (it is bound to this rank)."""
+    import io
+    import pickle
+
+    from tests.kernelize.models import build_multimodal, image_sample, pack_samples, stack_samples
+
+    init(rank, world, port)
+    try:
+        base = build_multimodal("qwen3_5", torch.float64, **SP_CONFIG)
+        single = copy.deepcopy(base)
+        kernels.kernelize(single)
+        model = copy.deepcopy(base)
+        kernels.kernelize(model, sp_size=world)
+        samples = [image_sample(5, 7, seed=0), image_sample(0, 3, grid=(1, 4, 8), seed=1), image_sample(4, 8, seed=2)]
+        cases = {"one image": stack_samples(samples[:1]), "two rows": stack_samples([samples[0], samples[2]]),
+                 "packed": pack_samples(base, samples)}
+        for kind, batch in cases.items():
+            batch = dict(batch, labels=batch["input_ids"])
+            check(f"multimodal {kind} rank {rank}", loss_and_grads(model, batch, world),
+                  loss_and_grads(single, batch), torch.float64)
+        clone = copy.deepcopy(model)
+        batch = dict(cases["packed"], labels=cases["packed"]["input_ids"])
+        check(f"copy rank {rank}", loss_and_grads(clone, batch, world), loss_and_grads(model, batch, world),
+              torch.float64)
+        try:
+            torch.save(model, io.BytesIO())
+        except (TypeError, pickle.PicklingError) as exc:
+            assert "kernelized with sp_size > 1" in str(exc), exc
+        else:
+            raise AssertionError("an SP-kernelized model was pickled")
     finally:
         dist.destroy_process_group()
