@@ -172,17 +172,17 @@ def forced_from_env(environ=None) -> dict[str, str]:
     return forced
 
 
-def select(op: str, ctx: Context, force: str | None = None) -> Selection:
+def select(op: str, ctx: Context, force: str | None = None, arg: str = "impl") -> Selection:
     """Choose the implementation of ``op`` for ``ctx``.
 
     ``force`` (else the op's entry in ``SP_KERNELS_FORCE``) names an implementation that must be used; it is an
-    error if that name is unknown or if the implementation cannot run ``ctx``, with the reason.
+    error if that name is unknown or if the implementation cannot run ``ctx``, with the reason. ``arg`` is the
+    argument ``force`` came from, named in those errors (``impl`` of the ops, ``force`` of kernelize).
     """
     _check_op(op)
     if ctx.op != op:
         raise ValueError(f"ctx: context is for {ctx.op!r}, not {op!r}")
     table = _REGISTRY[op]
-    arg = "impl"
     if force is None:
         force, arg = forced_from_env().get(op), FORCE_ENV
     if force is not None:

@@ -13,8 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from dispatch import OPS, DeviceProfile, resolve_profile
-from dispatch.registry import check_impl_name
+from dispatch import OPS, DeviceProfile, check_impl_name, resolve_profile
 from sp_kernels import _contexts
 from sp_kernels.kernelize import compat
 from sp_kernels.kernelize.attention import attention_forward

@@ -44,13 +44,14 @@ class OpBinding:
 
     @classmethod
     def create(cls, op: str, context: Callable, force: str | None) -> "OpBinding":
-        return cls(op, context, force, select(op, context(False, None), force), select(op, context(True, None), force))
+        return cls(op, context, force, select(op, context(False, None), force, "force"),
+                   select(op, context(True, None), force, "force"))
 
     def selection(self, packed: bool, T: int | None = None) -> Selection:
         key = (packed, T)
         sel = self._chosen.get(key)
         if sel is None:
-            sel = self._chosen[key] = select(self.op, self.context(packed, T), self.force)
+            sel = self._chosen[key] = select(self.op, self.context(packed, T), self.force, "force")
         return sel
 
     def fn(self, packed: bool, T: int | None = None) -> Callable:

@@ -149,3 +149,8 @@ def test_a_simulated_device_whose_kernels_are_portable_runs():
     with only_portable():
         kernels.kernelize(model, device="npu:Ascend910B3")  # torch implementations: they run CPU tensors too
     torch.testing.assert_close(model(input_ids=ids).logits, before, rtol=2e-3, atol=2e-3)
+
+
+def test_a_forced_implementation_that_cannot_run_names_force():
+    with pytest.raises(ValueError, match="force: causal_conv1d implementation 'triton' was forced but cannot run"):
+        kernels.kernelize(build("qwen3_5"), force={"causal_conv1d": "triton"})
