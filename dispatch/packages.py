@@ -50,4 +50,4 @@ def warn_if_foreign_kernels() -> None:
             f"the import name `kernels` is another package here ({where}; huggingface's `kernels` uses the same "
             "name), so `import kernels` does not give sp-kernels: use `import sp_kernels` (the same API) and "
             "`python -m sp_kernels` or `sp-kernels` for the command line",
-            UserWarning, stacklevel=3)
+            UserWarning, stacklevel=2)
