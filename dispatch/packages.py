@@ -3,13 +3,16 @@ from __future__ import annotations
 
 import functools
 import importlib
+import warnings
 
 
 @functools.lru_cache(maxsize=None)
 def probe_package(module: str) -> tuple[bool, str]:
     """Import ``module`` once; return ``(True, version)`` or ``(False, why)``."""
     try:
-        mod = importlib.import_module(module)
+        with warnings.catch_warnings():  # fla says so when it finds no GPU; availability is this probe's answer
+            warnings.filterwarnings("ignore", message="Triton is not supported on current platform")
+            mod = importlib.import_module(module)
     except Exception as exc:  # ImportError, but also broken installs raising anything at import
         return False, f"package {module!r} not usable: {type(exc).__name__}: {exc}".splitlines()[0]
     return True, str(getattr(mod, "__version__", "unknown version"))
@@ -42,8 +45,6 @@ def foreign_kernels() -> str | None:
 
 def warn_if_foreign_kernels() -> None:
     """One warning, naming what ``import kernels`` finds and the name to use instead."""
-    import warnings
-
     where = foreign_kernels()
     if where is not None:
         warnings.warn(

@@ -89,12 +89,18 @@ def _run_transformers_torch_path(state_dict: dict, batch: dict, dev: torch.devic
         return torch.load(outputs)
 
 
-def main(device: str | None = None, seed: int = 0) -> int:
-    # transformers imports fla (when installed) here, which warns that Triton cannot run on this platform: about
-    # transformers' fast paths, which kernelize replaces
+def quiet_transformers_import():
+    """``from transformers import Qwen3_5ForCausalLM`` without fla's warning (when fla is installed, transformers
+    imports it, and it warns that Triton cannot run on this platform: about transformers' fast paths, which
+    kernelize replaces). For the demos only: library users see their warnings."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Triton is not supported on current platform")
         from transformers import Qwen3_5ForCausalLM
+    return Qwen3_5ForCausalLM
+
+
+def main(device: str | None = None, seed: int = 0) -> int:
+    Qwen3_5ForCausalLM = quiet_transformers_import()
 
     torch.manual_seed(seed)
     dev = torch.device(device or "cpu")

@@ -36,9 +36,9 @@ def _step(model, batch, sp_size):
 
 
 def _worker(rank: int, sp_size: int, port: int) -> None:
-    from transformers import Qwen3_5ForCausalLM
+    from sp_kernels.demo import quiet_transformers_import, scramble_weights, tiny_qwen3_5_config
 
-    from sp_kernels.demo import scramble_weights, tiny_qwen3_5_config
+    Qwen3_5ForCausalLM = quiet_transformers_import()
     from sp_kernels.kernelize import kernelize
 
     torch.set_num_threads(1)

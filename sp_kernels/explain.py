@@ -81,12 +81,18 @@ def _sp_rule(selections: list[Selection]) -> list[str]:
         return []
     gdr = next(s for s in selections if s.op == "chunk_gated_delta_rule").chosen
     npu_kernel = ctx.device.type == "npu" and gdr.device_types == ("npu",)
+    conv = next(s for s in selections if s.op == "causal_conv1d")
+    overflows = [name for name, reason in conv.rejected if "(ub overflow)" in reason]
+    if overflows:
+        verdict = f"here {', '.join(overflows)} overflow(s) (reason above), so {conv.chosen.name} runs."
+    else:
+        verdict = f"here none overflows; {conv.chosen.name} is chosen for the reasons above."
     return [
         f"sequence parallel (Ulysses, sp_size={ctx.sp_size}): kernels see local heads and the global length.",
         f"  marker rule: a GatedDeltaNet module marked {NPU_MARKER} keeps the chunk_gated_delta_rule bound at",
         f"  kernelize time (here {gdr.name}: {'an NPU kernel' if npu_kernel else 'portable, so nothing is marked'}).",
-        "  causal_conv1d: a Triton conv whose launches overflow the Unified Buffer at these shapes is rejected",
-        "  (reason above), and the torch conv1d runs instead.",
+        "  causal_conv1d: a Triton conv whose launches overflow the Unified Buffer at these shapes is rejected and",
+        f"  the torch conv1d runs instead; {verdict}",
         "",
     ]
 

@@ -25,11 +25,20 @@ def test_explain_cuda_profile_and_bad_input(capsys):
     assert "sp_size: linear_num_key_heads=16 is not divisible by sp_size=5" in capsys.readouterr().err
 
 
-def test_demo_runs_and_reports_parity():
-    run = subprocess.run([sys.executable, "-m", "kernels", "demo"], capture_output=True, text=True, timeout=600)
-    assert run.returncode == 0, run.stderr[-2000:]
-    assert "model.layers.0.linear_attn" in run.stdout
-    assert "vs each sequence run alone" in run.stdout
+def test_explain_sp_note_says_whether_a_triton_conv_overflowed():
+    from dispatch import Implementation, implementations, registered
+    from dispatch.ub import Launch
+    from sp_kernels.explain import explain, render
+
+    standin = Implementation("causal_conv1d", "triton_standin", fn=implementations("causal_conv1d")["torch"].fn,
+                             device_types=("npu",), priority=50,
+                             launches=lambda ctx: (Launch("fla.causal_conv1d_fwd", {"BT": 64, "BD": 4096, "W": 4},
+                                                          40),))
+    with registered(standin):
+        text = render(explain("npu:Ascend910B3", sp_size=4))
+    assert "here triton_standin overflow(s) (reason above), so torch runs." in text
+    assert "triton_standin: " in text and "(ub overflow)" in text
+    assert "here none overflows; torch is chosen" in render(explain("npu:Ascend910B3", sp_size=4))
 
 
 def test_explain_shows_the_ub_driven_conv_choice_and_the_marker_rule(capsys):
