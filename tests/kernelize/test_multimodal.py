@@ -81,3 +81,14 @@ def test_packed_images_equal_each_sample_alone(family, dtype, flash_kwargs):
         together = model(**packed).logits
         alone = torch.cat([model(**s).logits for s in samples], dim=1)
     torch.testing.assert_close(together, alone, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("family,dtype", FAMILIES)
+def test_generate_with_an_image_matches_transformers(family, dtype):
+    base = build_multimodal(family, dtype, use_cache=True)
+    model = copy.deepcopy(base)
+    kernels.kernelize(model, mode="inference")
+    sample = image_sample(3, 4, dtype=dtype)
+    with torch.no_grad():  # decode steps: positions from mRoPE's rope deltas, the cache not packed
+        assert torch.equal(model.generate(**sample, max_new_tokens=6, do_sample=False),
+                           base.generate(**sample, max_new_tokens=6, do_sample=False))
