@@ -21,12 +21,15 @@ from sp_kernels.kernelize.batch import PackedBatchHook
 from sp_kernels.kernelize.bindings import LayerContext, ModuleBinding, OpBinding
 from sp_kernels.kernelize.families import load_families
 from sp_kernels.kernelize.gated_deltanet import GDNShard, gated_deltanet_forward
+from sp_kernels.sp import loss as sp_loss
 from sp_kernels.sp import shard as sp_shard
 from sp_kernels.sp.group import resolve_group
 
 NPU_MARKER = "_twinkle_npu_patched"
 _BINDING = "_sp_kernels"
 _HOOK = "_sp_kernels_hook"
+#: the SP group, on the text models and causal-LM modules of a model kernelized with sp_size > 1
+SP_GROUP = "_sp_kernels_sp"
 MODES = ("train", "inference")
 #: the forward kernelize installs per kind of module
 FORWARDS = {"gated_deltanet": gated_deltanet_forward, "attention": attention_forward}
@@ -63,7 +66,7 @@ class KernelizeReport:
 
 
 def kernelize(model: torch.nn.Module, sp_size: int = 1, *, group=None, device=None, mode: str = "train",
-              force: dict | None = None) -> KernelizeReport:
+              force: dict | None = None, gather_logits: bool = False) -> KernelizeReport:
     """Patch ``model`` in place; returns a :class:`KernelizeReport`. Idempotent (re-binding replaces bindings).
 
     Args:
@@ -75,6 +78,8 @@ def kernelize(model: torch.nn.Module, sp_size: int = 1, *, group=None, device=No
             ``'npu:Ascend910B3'`` (selection as on that device; the tensors stay where they are).
         mode: ``'train'`` (implementations must support backward) or ``'inference'``.
         force: ``{op: implementation name}``, as the ``impl=`` keyword of the ops.
+        gather_logits: under SP, also all-gather the logits so that every rank gets ``[B, T, V]`` (the memory SP
+            saves: without it ``out.logits`` is this rank's shard; the loss is the full sequence's either way).
     """
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
@@ -87,6 +92,10 @@ def kernelize(model: torch.nn.Module, sp_size: int = 1, *, group=None, device=No
     force = _check_force(force)
     if group is not None and sp_size == 1:
         raise ValueError("group: a process group was given with sp_size=1; pass sp_size=<ranks in the group>")
+    if not isinstance(gather_logits, bool):
+        raise TypeError(f"gather_logits: expected a bool, got {type(gather_logits).__name__}")
+    if gather_logits and sp_size == 1:
+        raise ValueError("gather_logits: only with sp_size > 1 (with sp_size=1 the logits are whole already)")
     if device is None:
         param = next(model.parameters(), None)
         device = param.device if param is not None else torch.device("cpu")
@@ -119,10 +128,7 @@ def kernelize(model: torch.nn.Module, sp_size: int = 1, *, group=None, device=No
              for name, module, fam, kind in found]
     for name, module, binding in plans:
         _install(module, binding)
-    for fam in families:
-        for module in model.modules():
-            if isinstance(module, fam.text_model):
-                _install_hooks(module, sp)
+    _install_hooks(model, families, sp, gather_logits)
 
     rows = tuple(
         PatchedModule(name, type(module).__name__, binding.family,
@@ -161,18 +167,27 @@ def _check_force(force) -> dict:
 def _remove_hooks(module) -> None:
     for handle in getattr(module, _HOOK, ()):
         handle.remove()
-    if hasattr(module, _HOOK):
-        delattr(module, _HOOK)
+    for attr in (_HOOK, SP_GROUP):
+        if hasattr(module, attr):
+            delattr(module, attr)
 
 
-def _install_hooks(text_model, sp) -> None:
-    _remove_hooks(text_model)  # idempotent, and a new sp_size replaces the old hooks
-    if sp is None:
-        handles = (text_model.register_forward_pre_hook(PackedBatchHook(), with_kwargs=True),)
-    else:
-        handles = (text_model.register_forward_pre_hook(sp_shard.SPPreHook(sp), with_kwargs=True),
-                   text_model.register_forward_hook(sp_shard.SPPostHook(sp), with_kwargs=True))
-    setattr(text_model, _HOOK, handles)
+def _install_hooks(model, families, sp, gather_logits: bool) -> None:
+    """Text models: packed-batch detection, or under SP the batch split. Causal-LM modules under SP: the sharded
+    head and loss. Idempotent: a new kernelize replaces the hooks of the last."""
+    for module in model.modules():
+        _remove_hooks(module)
+        handles = ()
+        if any(isinstance(module, fam.text_model) for fam in families):
+            hook = PackedBatchHook() if sp is None else sp_shard.SPPreHook(sp)
+            handles = (module.register_forward_pre_hook(hook, with_kwargs=True),)
+        elif sp is not None and any(isinstance(module, fam.heads) for fam in families):
+            handles = (module.register_forward_pre_hook(sp_loss.SPLossPreHook(sp), with_kwargs=True),
+                       module.register_forward_hook(sp_loss.SPLossHook(sp, gather_logits), with_kwargs=True))
+        if handles:
+            setattr(module, _HOOK, handles)
+            if sp is not None:
+                setattr(module, SP_GROUP, sp)
 
 
 def _install(module, binding: ModuleBinding) -> None:

@@ -38,16 +38,18 @@ class Family:
     gated_deltanet: str
     attention: str
     text_model: str
+    heads: tuple[str, ...]  # the causal-LM modules (lm_head + loss) over the text model
     project: Callable
 
 
 FAMILIES = (
     Family("qwen3_5", "transformers.models.qwen3_5.modeling_qwen3_5", "Qwen3_5GatedDeltaNet", "Qwen3_5Attention",
-           "Qwen3_5TextModel", _project_qwen3_5),
+           "Qwen3_5TextModel", ("Qwen3_5ForCausalLM", "Qwen3_5ForConditionalGeneration"), _project_qwen3_5),
     Family("qwen3_5_moe", "transformers.models.qwen3_5_moe.modeling_qwen3_5_moe", "Qwen3_5MoeGatedDeltaNet",
-           "Qwen3_5MoeAttention", "Qwen3_5MoeTextModel", _project_qwen3_5),
+           "Qwen3_5MoeAttention", "Qwen3_5MoeTextModel",
+           ("Qwen3_5MoeForCausalLM", "Qwen3_5MoeForConditionalGeneration"), _project_qwen3_5),
     Family("qwen3_next", "transformers.models.qwen3_next.modeling_qwen3_next", "Qwen3NextGatedDeltaNet",
-           "Qwen3NextAttention", "Qwen3NextModel", _project_qwen3_next),
+           "Qwen3NextAttention", "Qwen3NextModel", ("Qwen3NextForCausalLM",), _project_qwen3_next),
 )
 
 
@@ -57,6 +59,7 @@ class LoadedFamily:
     gated_deltanet: type
     attention: type
     text_model: type
+    heads: tuple[type, ...]
     modeling: object  # the transformers module (eager_attention_forward lives there)
 
 
@@ -73,10 +76,9 @@ def load_families() -> tuple[tuple[LoadedFamily, ...], tuple[tuple[str, str], ..
         except Exception as exc:
             unavailable.append((fam.name, f"{type(exc).__name__}: {exc}".splitlines()[0]))
             continue
-        classes = []
-        for attr in (fam.gated_deltanet, fam.attention, fam.text_model):
+        for attr in (fam.gated_deltanet, fam.attention, fam.text_model, *fam.heads):
             if not hasattr(mod, attr):
                 raise RuntimeError(f"{fam.module} has no {attr}: this transformers version is not supported")
-            classes.append(getattr(mod, attr))
-        loaded.append(LoadedFamily(fam, *classes, mod))
+        classes = [getattr(mod, attr) for attr in (fam.gated_deltanet, fam.attention, fam.text_model)]
+        loaded.append(LoadedFamily(fam, *classes, tuple(getattr(mod, h) for h in fam.heads), mod))
     return tuple(loaded), tuple(unavailable)

@@ -1,10 +1,21 @@
-"""Autograd-aware collectives for Ulysses, built on ``torch.distributed.nn.functional.all_to_all_single``."""
+"""Autograd-aware collectives for Ulysses, on torch's functional collectives (``all_to_all_single_autograd``).
+
+Every exchange here is one all-to-all: its backward is the inverse exchange, on any backend torch.distributed
+offers (gloo in the tests, nccl, hccl).
+"""
 from __future__ import annotations
 
 import torch
-import torch.distributed.nn.functional as dist_fn
+import torch.distributed as dist
+import torch.distributed._functional_collectives as funcol
 
 from sp_kernels.sp.group import SPGroup
+
+
+def _exchange(send: torch.Tensor, sp: SPGroup) -> torch.Tensor:
+    """``send [n, ...]``: chunk ``i`` goes to rank ``i``; returns ``[n, ...]`` with chunk ``j`` from rank ``j``."""
+    group = sp.group if sp.group is not None else dist.group.WORLD
+    return funcol.wait_tensor(funcol.all_to_all_single_autograd(send, None, None, group))
 
 
 def all_to_all(x: torch.Tensor, scatter_dim: int, gather_dim: int, sp: SPGroup) -> torch.Tensor:
@@ -16,8 +27,7 @@ def all_to_all(x: torch.Tensor, scatter_dim: int, gather_dim: int, sp: SPGroup) 
     if x.shape[scatter_dim] % n:
         raise ValueError(f"x: dimension {scatter_dim} of size {x.shape[scatter_dim]} does not split over {n} ranks")
     send = torch.stack(x.chunk(n, dim=scatter_dim))  # [n, *chunk]: contiguous, chunk i goes to rank i
-    recv = dist_fn.all_to_all_single(torch.empty_like(send), send, group=sp.group)
-    return torch.cat(recv.unbind(0), dim=gather_dim)
+    return torch.cat(_exchange(send, sp).unbind(0), dim=gather_dim)
 
 
 def gather_sequence(x: torch.Tensor, dim: int, sp: SPGroup) -> torch.Tensor:
@@ -28,6 +38,13 @@ def gather_sequence(x: torch.Tensor, dim: int, sp: SPGroup) -> torch.Tensor:
     tensor — the SP contract — that is ``size`` times this rank's share, which the mean all-reduce of the
     gradients over the group divides out.
     """
-    copies = x.unsqueeze(0).expand(sp.size, *x.shape)
-    recv = dist_fn.all_to_all_single(torch.empty_like(copies), copies.contiguous(), group=sp.group)
-    return torch.cat(recv.unbind(0), dim=dim)
+    copies = x.unsqueeze(0).expand(sp.size, *x.shape).contiguous()
+    return torch.cat(_exchange(copies, sp).unbind(0), dim=dim)
+
+
+def sum_over_ranks(x: torch.Tensor, sp: SPGroup) -> torch.Tensor:
+    """The sum of ``x`` over the ranks of the group, on every rank (an all-reduce). Backward: each rank's ``x``
+    receives the sum of the gradients of every rank's result, so when every rank backpropagates the same loss,
+    ``size`` times its share — the SP gradient contract, as :func:`gather_sequence`."""
+    copies = x.unsqueeze(0).expand(sp.size, *x.shape).contiguous()
+    return _exchange(copies, sp).sum(0)

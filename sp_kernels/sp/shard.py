@@ -1,19 +1,18 @@
-"""Split the batch over the sequence-parallel ranks before a text model runs, gather its output after.
+"""Split the batch over the sequence-parallel ranks before a text model runs.
 
 The contract: every rank calls the model with the same full batch. The pre-hook pads the sequence to a multiple of
 ``sp_size`` (padding at the end: causal layers never let it reach a real token), keeps this rank's contiguous
-shard of tokens and positions, and passes the global packed-sequence boundaries to the layers. The post-hook
-all-gathers the last hidden state and drops the padding, so every rank computes the same logits and loss.
+shard of tokens and positions, and passes the global packed-sequence boundaries to the layers. The text model
+returns this rank's shard; the causal-LM module's head and loss run on it (:mod:`sp_kernels.sp.loss`).
 """
 from __future__ import annotations
 
-import torch
-
 from dataclasses import dataclass
+
+import torch
 
 from sp_kernels.kernelize.batch import BATCH_KWARG, BatchInfo, call_arguments, cu_seqlens_from_position_ids
 from sp_kernels.kernelize.compat import cache_of
-from sp_kernels.sp.comm import gather_sequence
 from sp_kernels.sp.group import SPGroup
 
 _FLASH_KWARGS = ("cu_seq_lens_q", "cu_seq_lens_k", "max_length_q", "max_length_k")
@@ -68,15 +67,3 @@ class SPPreHook:
         call["position_ids"] = pos[..., local]
         call[BATCH_KWARG] = BatchInfo(cu, False, seq_len=T)
         return (), call
-
-
-@dataclass(frozen=True)
-class SPPostHook:
-    """Forward hook (with kwargs) on a text model: gathers the last hidden state and drops the padding."""
-
-    sp: SPGroup
-
-    def __call__(self, module, args, kwargs, output):
-        info = kwargs[BATCH_KWARG]
-        output.last_hidden_state = gather_sequence(output.last_hidden_state, 1, self.sp)[:, : info.seq_len]
-        return output
