@@ -12,7 +12,9 @@ import torch.distributed as dist
 #: heads that divide by 2, 4 and 8
 SP_HEADS = dict(linear_num_key_heads=8, linear_num_value_heads=16, linear_key_head_dim=8, linear_value_head_dim=8,
                 num_attention_heads=8, num_key_value_heads=8, head_dim=8)
-TOLERANCE = 1e-7  # float64 model, but transformers runs RMSNorm in float32: gradients summed in another order
+# float64 model, but transformers runs RMSNorm and the loss (logits.float()) in float32: the loss, summed over the
+# ranks' shards, and the gradients round in another order
+TOLERANCE = {"loss": 2e-6, "grad": 1e-7}
 
 
 def _free_port() -> int:
@@ -62,25 +64,25 @@ def _worker(rank: int, sp_size: int, port: int) -> None:
             sel = gdn._sp_kernels.ops[op].selection(False, padded)
             lines.append(f"[{op} at the SP shapes] {sel.context.describe()}")
             lines.append(sel.explain())
-        worst = 0.0
+        worst = {"loss": 0.0, "grad": 0.0}
         for name, batch in (("ordinary", dict(input_ids=ids, labels=ids)),
                             ("packed", dict(input_ids=packed_ids, position_ids=position_ids, labels=packed_ids))):
             loss, grads = _step(model, batch, sp_size)
             ref_loss, ref_grads = _step(single, batch, 1)
             grad_diff = max((a - b).abs().max().item() for a, b in zip(grads, ref_grads))
-            worst = max(worst, abs(loss - ref_loss).item(), grad_diff)
+            worst = {"loss": max(worst["loss"], abs(loss - ref_loss).item()), "grad": max(worst["grad"], grad_diff)}
             lines.append(f"{name} batch (T={T}): loss {loss.item():.6f} vs sp_size=1 {ref_loss.item():.6f}, "
                          f"|loss| {abs(loss - ref_loss).item():.1e}, |grad| {grad_diff:.1e} (max abs diff)")
         texts = [None] * sp_size
         dist.all_gather_object(texts, "\n".join(lines))
         worsts = [None] * sp_size
         dist.all_gather_object(worsts, worst)
+        ok = all(w[k] <= TOLERANCE[k] for w in worsts for k in TOLERANCE)
         if rank == 0:
             print("\n\n".join(texts))
-            ok = max(worsts) <= TOLERANCE
-            print(f"\nparity with sp_size=1 on every rank: {'OK' if ok else 'FAIL'} "
-                  f"(worst {max(worsts):.1e}, tolerance {TOLERANCE:.0e})")
-        if max(worsts) > TOLERANCE:
+            summary = ", ".join(f"{k} {max(w[k] for w in worsts):.1e} (tolerance {TOLERANCE[k]:.0e})" for k in TOLERANCE)
+            print(f"\nparity with sp_size=1 on every rank: {'OK' if ok else 'FAIL'} (worst {summary})")
+        if not ok:
             raise SystemExit(1)
     finally:
         dist.destroy_process_group()
