@@ -45,3 +45,16 @@ def test_sp_conv_choice_follows_the_unified_buffer_at_sp_shapes():
 @pytest.mark.parametrize("world", [2, 4])
 def test_multimodal_images_and_copies(world):
     spawn(workers.multimodal_and_copies, world)
+
+
+@pytest.mark.parametrize("world", [2, 4])
+def test_sharded_loss_options_and_refusals(world):
+    spawn(workers.loss_options, world)
+
+
+def test_ddp_over_two_sp_groups_equals_one_process():
+    spawn(workers.ddp_over_sp_groups, 4)
+
+
+def test_fsdp2_with_sp_equals_one_process():
+    spawn(workers.fsdp2_with_sp, 2)

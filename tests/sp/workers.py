@@ -227,3 +227,132 @@ def multimodal_and_copies(rank: int, world: int, port: int) -> None:
             raise AssertionError("an SP-kernelized model was pickled")
     finally:
         dist.destroy_process_group()
+
+
+def loss_options(rank: int, world: int, port: int) -> None:
+    """The sharded loss honours num_items_in_batch, shift_labels and -100; gather_logits gives the full logits;
+    what it cannot shard is refused; a forward + backward warns about nothing."""
+    import warnings
+
+    init(rank, world, port)
+    try:
+        base = build("qwen3_5", torch.float64, **SP_CONFIG)
+        single = copy.deepcopy(base)
+        kernels.kernelize(single)
+        model = copy.deepcopy(base)
+        kernels.kernelize(model, sp_size=world)
+        T = 23
+        gen = torch.Generator().manual_seed(3)
+        ids = torch.randint(0, 96, (2, T), generator=gen)
+        labels = ids.masked_fill(torch.rand(2, T, generator=gen) < 0.3, -100)
+        shifted = torch.nn.functional.pad(labels[:, 1:], (0, 1), value=-100)
+        for kind, extra in (("labels with -100", dict(labels=labels)),
+                            ("num_items_in_batch", dict(labels=labels, num_items_in_batch=torch.tensor(11))),
+                            ("shift_labels", dict(labels=labels, shift_labels=shifted))):
+            batch = dict(input_ids=ids, **extra)
+            check(f"{kind} rank {rank}", loss_and_grads(model, batch, world), loss_and_grads(single, batch),
+                  torch.float64)
+        assert torch.equal(kernels.sp_slice(model, shifted, fill=-100), kernels.sp_slice(model, labels, shift=True,
+                                                                                          fill=-100))
+        for call, match in ((lambda: kernels.sp_slice(model, labels, dim=2), "dim: expected a dimension of x"),
+                            (lambda: kernels.sp_gather(model, labels, seq_len=0), "seq_len: expected an int in")):
+            try:
+                call()
+            except ValueError as exc:
+                assert match in str(exc), exc
+            else:
+                raise AssertionError(match)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # no deprecation (or any) warning on the SP hot path
+            out = model(input_ids=ids, labels=labels)
+            out.loss.backward()
+        full = copy.deepcopy(base)
+        kernels.kernelize(full, sp_size=world, gather_logits=True)
+        with torch.no_grad():
+            logits = full(input_ids=ids, labels=labels).logits
+            torch.testing.assert_close(logits, single(input_ids=ids).logits, rtol=1e-10, atol=1e-10)
+        for kwargs, match in ((dict(logits_to_keep=1), "logits_to_keep: under sequence parallelism"),):
+            try:
+                model(input_ids=ids, **kwargs)
+            except NotImplementedError as exc:
+                assert match in str(exc), exc
+            else:
+                raise AssertionError(f"{kwargs} was accepted under SP")
+        moe = build("qwen3_5_moe", torch.float32, **SP_CONFIG, output_router_logits=True)
+        kernels.kernelize(moe, sp_size=world)
+        try:
+            moe(input_ids=ids, labels=ids)
+        except NotImplementedError as exc:
+            assert "output_router_logits: the MoE load-balancing loss is not sharded" in str(exc), exc
+        else:
+            raise AssertionError("output_router_logits was accepted under SP")
+    finally:
+        dist.destroy_process_group()
+
+
+def _steps(model, optimizer, batches, sp_size=1):
+    for batch in batches:
+        optimizer.zero_grad(set_to_none=True)
+        model(**batch).loss.backward()
+        optimizer.step()
+
+
+def _reference(base, batches_per_step, steps):
+    """A single process, sp_size=1: each step averages the losses of the data-parallel batches."""
+    model = copy.deepcopy(base)
+    kernels.kernelize(model)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    for step in range(steps):
+        optimizer.zero_grad(set_to_none=True)
+        batches = batches_per_step[step]
+        (sum(model(**b).loss for b in batches) / len(batches)).backward()
+        optimizer.step()
+    return model
+
+
+def ddp_over_sp_groups(rank: int, world: int, port: int) -> None:
+    """4 ranks = 2 SP groups of 2, DistributedDataParallel over the world: after 2 AdamW steps the parameters are
+    those of a single process averaging the 2 groups' batches."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    init(rank, world, port)
+    try:
+        assert world == 4
+        groups = [dist.new_group([0, 1]), dist.new_group([2, 3])]
+        base = build("qwen3_5", torch.float64, **SP_CONFIG)
+        gen = torch.Generator().manual_seed(5)
+        steps = [[dict(input_ids=(ids := torch.randint(0, 96, (1, 21), generator=gen)), labels=ids)
+                  for _ in range(2)] for _ in range(2)]  # [step][data-parallel group]
+        model = copy.deepcopy(base)
+        kernels.kernelize(model, sp_size=2, group=groups[rank // 2])
+        ddp = DistributedDataParallel(model)
+        optimizer = torch.optim.AdamW(ddp.parameters(), lr=1e-2)
+        _steps(ddp, optimizer, [step[rank // 2] for step in steps])
+        ref = _reference(base, steps, 2)
+        for (name, p), q in zip(model.named_parameters(), ref.parameters()):
+            torch.testing.assert_close(p, q, rtol=1e-6, atol=1e-8, msg=lambda m, n=name: f"DDP rank {rank} {n}: {m}")
+    finally:
+        dist.destroy_process_group()
+
+
+def fsdp2_with_sp(rank: int, world: int, port: int) -> None:
+    """FSDP2 (fully_shard) over the SP group of 2: after 2 AdamW steps the parameters equal a single process."""
+    from torch.distributed.fsdp import fully_shard
+
+    init(rank, world, port)
+    try:
+        base = build("qwen3_5", torch.float64, **SP_CONFIG)
+        gen = torch.Generator().manual_seed(6)
+        steps = [[dict(input_ids=(ids := torch.randint(0, 96, (1, 21), generator=gen)), labels=ids)]
+                 for _ in range(2)]
+        model = copy.deepcopy(base)
+        kernels.kernelize(model, sp_size=world)
+        fully_shard(model)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+        _steps(model, optimizer, [step[0] for step in steps])
+        ref = _reference(base, steps, 2)
+        for (name, p), q in zip(model.named_parameters(), ref.parameters()):
+            torch.testing.assert_close(p.full_tensor(), q, rtol=1e-6, atol=1e-8,
+                                       msg=lambda m, n=name: f"FSDP2 rank {rank} {n}: {m}")
+    finally:
+        dist.destroy_process_group()
