@@ -17,6 +17,9 @@ def load(path: Path):
     rows, paired = [], []
     for b in data["benchmarks"]:
         extra = b.get("extra_info", {})
+        if "sp" in extra:  # bench_sp: one case per sp_size, its numbers per rank
+            paired.append(extra["sp"])
+            continue
         if "paired" in extra or "paired_scaling" in extra:
             paired.append(extra.get("paired") or extra["paired_scaling"])
             continue
@@ -43,6 +46,21 @@ def table(rows, paired, ceil) -> str:
            f"{ceil.get('copy_gbps')} GB/s copy. Times are the best of each case's rounds.", ""]
     ratios = [p for p in paired if "ours_s" in p]
     scaling = [p for p in paired if "long_s" in p]
+    sp = sorted((p for p in paired if "sp_size" in p), key=lambda p: p["sp_size"])
+    if sp:
+        one = next((p for p in sp if p["sp_size"] == 1), None)
+        out += [f"### sequence parallel, fp32 forward+backward with labels, V={sp[0]['V']} T={sp[0]['T']} "
+                "(gloo ranks on this machine; the largest rank's numbers)", "",
+                "| sp_size | peak memory growth per rank (MB) | vs sp_size=1 | step time (s) | logits per rank | "
+                "bytes sent per rank per forward: GatedDeltaNet layer / attention layer (MB) |",
+                "|---|---|---|---|---|---|"]
+        for p in sp:
+            ratio = f"{p['growth_bytes'] / one['growth_bytes']:.2f}x" if one else ""
+            per_layer = p["bytes_per_layer"]
+            out.append(f"| {p['sp_size']} | {p['growth_bytes'] / 2**20:.0f} | {ratio} | {p['seconds']:.2f} | "
+                       f"{p['logits']} | {per_layer['gated_deltanet'] / 2**20:.1f} / "
+                       f"{per_layer['attention'] / 2**20:.1f} |")
+        out.append("")
     if ratios:
         out += ["### paired fp32 fwd+bwd (ours and transformers alternated in one case, best of each)", "",
                 "| op | impl | T | ours (ms) | transformers (ms) | ratio |", "|---|---|---|---|---|---|"]
@@ -86,8 +104,9 @@ def plot(rows, paired, path: Path, title: str) -> None:
     import matplotlib.pyplot as plt
 
     groups = sorted({r["group"] for r in rows})
+    sp = sorted((p for p in paired if "sp_size" in p), key=lambda p: p["sp_size"])
     paired = [p for p in paired if "ours_s" in p]
-    panels = len(groups) + bool(paired)
+    panels = len(groups) + bool(paired) + bool(sp)
     cols = 2
     fig, axes = plt.subplots((panels + cols - 1) // cols, cols, figsize=(12, 3.2 * ((panels + 1) // 2)),
                              squeeze=False)
@@ -100,7 +119,14 @@ def plot(rows, paired, path: Path, title: str) -> None:
         ax.set_title("speed-up over transformers' torch fallback", fontsize=9)
         ax.tick_params(axis="y", labelsize=7)
         ax.grid(alpha=0.3, axis="x")
-    for ax, group in zip(list(axes.flat)[bool(paired):], groups):
+    if sp:  # next panel: per-rank memory against sp_size
+        ax = axes.flat[int(bool(paired))]
+        ax.bar([str(p["sp_size"]) for p in sp], [p["growth_bytes"] / 2**20 for p in sp])
+        ax.set_xlabel("sp_size")
+        ax.set_ylabel("peak memory growth per rank (MB)")
+        ax.set_title(f"sequence parallel fwd+bwd, V={sp[0]['V']} T={sp[0]['T']}", fontsize=9)
+        ax.grid(alpha=0.3, axis="y")
+    for ax, group in zip(list(axes.flat)[bool(paired) + bool(sp):], groups):
         series = defaultdict(list)
         for r in rows:
             if r["group"] == group:
