@@ -26,8 +26,8 @@ def test_qwen3_5_parity(world):
     spawn(workers.parity, world, [("qwen3_5", torch.float64)], [22])
 
 
-def test_qwen3_next_parity():
-    spawn(workers.parity, 2, [("qwen3_next", torch.float32)], [21])
+def test_qwen3_next_and_qwen3_5_moe_parity():
+    spawn(workers.parity, 2, [("qwen3_next", torch.float32), ("qwen3_5_moe", torch.float32)], [21])
 
 
 def test_marked_modules_keep_their_npu_delta_rule():

@@ -290,7 +290,16 @@ def loss_options(rank: int, world: int, port: int) -> None:
         dist.destroy_process_group()
 
 
-def _steps(model, optimizer, batches, sp_size=1):
+def ordinary_and_packed(seed: int, T: int = 21) -> list[dict]:
+    """Two training batches: an ordinary one and a packed one, T not a multiple of 2 or 4."""
+    gen = torch.Generator().manual_seed(seed)
+    ids = torch.randint(0, 96, (1, T), generator=gen)
+    packed = torch.randint(0, 96, (1, T), generator=gen)
+    position_ids = torch.cat([torch.arange(n) for n in (6, 1, T - 7)])[None]
+    return [dict(input_ids=ids, labels=ids), dict(input_ids=packed, position_ids=position_ids, labels=packed)]
+
+
+def _steps(model, optimizer, batches):
     for batch in batches:
         optimizer.zero_grad(set_to_none=True)
         model(**batch).loss.backward()
@@ -320,9 +329,8 @@ def ddp_over_sp_groups(rank: int, world: int, port: int) -> None:
         assert world == 4
         groups = [dist.new_group([0, 1]), dist.new_group([2, 3])]
         base = build("qwen3_5", torch.float64, **SP_CONFIG)
-        gen = torch.Generator().manual_seed(5)
-        steps = [[dict(input_ids=(ids := torch.randint(0, 96, (1, 21), generator=gen)), labels=ids)
-                  for _ in range(2)] for _ in range(2)]  # [step][data-parallel group]
+        steps = [[ordinary_and_packed(seed=5 + 2 * step + g)[step] for g in range(2)]
+                 for step in range(2)]  # [step][data-parallel group]: an ordinary batch, then a packed one
         model = copy.deepcopy(base)
         kernels.kernelize(model, sp_size=2, group=groups[rank // 2])
         ddp = DistributedDataParallel(model)
@@ -342,9 +350,7 @@ def fsdp2_with_sp(rank: int, world: int, port: int) -> None:
     init(rank, world, port)
     try:
         base = build("qwen3_5", torch.float64, **SP_CONFIG)
-        gen = torch.Generator().manual_seed(6)
-        steps = [[dict(input_ids=(ids := torch.randint(0, 96, (1, 21), generator=gen)), labels=ids)]
-                 for _ in range(2)]
+        steps = [[batch] for batch in ordinary_and_packed(seed=6)]
         model = copy.deepcopy(base)
         kernels.kernelize(model, sp_size=world)
         fully_shard(model)
