@@ -72,6 +72,8 @@ def cu_seqlens(cu, *, batch: int, total: int, device: torch.device, name: str = 
         raise ValueError(f"{name}: expected at least 2 entries [0, ..., total], got {cu.numel()}")
     if batch != 1:
         raise ValueError(f"{name}: packed sequences need batch size 1, got B={batch}")
+    if torch.compiler.is_compiling():  # the values are data: checked in eager calls, never read while tracing
+        return cu.to(device=device, dtype=torch.long)
     values = cu.tolist()
     if values[0] != 0:
         raise ValueError(f"{name}: must start at 0, got {values[0]}")

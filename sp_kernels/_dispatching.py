@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import functools
-from typing import Callable
 
 import torch
 
@@ -23,6 +22,14 @@ def requires_grad(*tensors) -> bool:
     return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
 
-def choose(ctx: Context, impl: str | None) -> Callable:
-    """The function of the implementation chosen for ``ctx`` (``impl`` forces one by name)."""
-    return select(ctx.op, ctx, force=impl).chosen.fn
+def choose(op: str, x: torch.Tensor, shapes: dict, *, packed: bool = False, grad: bool = False,
+           options: dict | None = None, impl: str | None = None) -> str:
+    """The name of the implementation the registry chooses for a call of ``op`` on ``x``'s device and dtype
+    (``impl`` forces one). Under ``torch.compile`` it runs once per traced context (a constant in the graph)."""
+    return _chosen(op, x.device, x.dtype, tuple(shapes.items()), packed, grad, tuple((options or {}).items()), impl)
+
+
+@torch._dynamo.assume_constant_result
+def _chosen(op, device, dtype, shapes, packed, grad, options, impl) -> str:
+    ctx = Context(op, _profile(device), dtype, dict(shapes), packed=packed, requires_grad=grad, options=dict(options))
+    return select(op, ctx, force=impl).chosen.name

@@ -3,9 +3,8 @@ from __future__ import annotations
 
 import torch
 
-from dispatch import Context
-from sp_kernels import _checks
-from sp_kernels._dispatching import choose, profile_of, requires_grad
+from sp_kernels import _checks, _library
+from sp_kernels._dispatching import choose, requires_grad
 
 OP = "fusion_attention"
 
@@ -59,14 +58,14 @@ def fusion_attention(
         raise ValueError(f"cu_seqlens: packed sequences need as many queries as keys, got TQ={TQ}, TK={TK}")
     cu_seqlens = _checks.cu_seqlens(cu_seqlens, batch=B, total=TQ, device=q.device)
 
-    ctx = Context(
-        OP,
-        profile_of(q),
-        q.dtype,
-        {"B": B, "TQ": TQ, "TK": TK, "H": H, "HKV": HKV, "D": D, "DV": DV},
-        packed=cu_seqlens is not None,
-        requires_grad=requires_grad(q, k, v),
-        options={"causal": causal},
-    )
-    fn = choose(ctx, impl)
-    return fn(q, k, v, causal=causal, scale=scale, cu_seqlens=cu_seqlens)
+    name = choose(OP, q, {"B": B, "TQ": TQ, "TK": TK, "H": H, "HKV": HKV, "D": D, "DV": DV},
+                  packed=cu_seqlens is not None, grad=requires_grad(q, k, v), options={"causal": causal}, impl=impl)
+    return LIBRARY_OP(name, q, k, v, causal=causal, scale=scale, cu_seqlens=cu_seqlens)
+
+
+def _fake(q, k, v, causal, scale, cu_seqlens, impl):
+    return q.new_empty(q.shape[:3] + (v.shape[3],))
+
+
+LIBRARY_OP = _library.define(OP, "Tensor q, Tensor k, Tensor v, bool causal, float scale, Tensor? cu_seqlens",
+                             outputs=1, fake=_fake)

@@ -3,9 +3,8 @@ from __future__ import annotations
 
 import torch
 
-from dispatch import Context
-from sp_kernels import _checks
-from sp_kernels._dispatching import choose, profile_of, requires_grad
+from sp_kernels import _checks, _library
+from sp_kernels._dispatching import choose, requires_grad
 
 OP = "causal_conv1d"
 
@@ -79,22 +78,18 @@ def causal_conv1d(
         _checks.shape("initial_state", initial_state, (N, D, W - 1), "[N, D, W-1] (N sequences)")
         _checks.same_device_dtype("initial_state", initial_state, "x", x)
 
-    ctx = Context(
-        OP,
-        profile_of(x),
-        x.dtype,
-        {"B": B, "T": T, "D": D, "W": W},
-        packed=cu_seqlens is not None,
-        requires_grad=requires_grad(x, weight, bias, initial_state),
-        options={"activation": activation},
-    )
-    fn = choose(ctx, impl)
-    return fn(
-        x,
-        weight,
-        bias=bias,
-        activation=activation,
-        initial_state=initial_state,
-        output_final_state=output_final_state,
-        cu_seqlens=cu_seqlens,
-    )
+    name = choose(OP, x, {"B": B, "T": T, "D": D, "W": W}, packed=cu_seqlens is not None,
+                  grad=requires_grad(x, weight, bias, initial_state), options={"activation": activation}, impl=impl)
+    return LIBRARY_OP(name, x, weight, bias=bias, activation=activation, initial_state=initial_state,
+                      output_final_state=output_final_state, cu_seqlens=cu_seqlens)
+
+
+def _fake(x, weight, bias, activation, initial_state, output_final_state, cu_seqlens, impl):
+    B, T, D = x.shape
+    N = B if cu_seqlens is None else cu_seqlens.shape[0] - 1
+    return x.new_empty(x.shape), x.new_empty((N, D, weight.shape[1] - 1) if output_final_state else (0,))
+
+
+LIBRARY_OP = _library.define(
+    OP, "Tensor x, Tensor weight, Tensor? bias, str? activation, Tensor? initial_state, bool output_final_state, "
+    "Tensor? cu_seqlens", outputs=2, fake=_fake, optional_outputs=(1,))

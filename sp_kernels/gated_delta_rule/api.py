@@ -3,9 +3,8 @@ from __future__ import annotations
 
 import torch
 
-from dispatch import Context
-from sp_kernels import _checks
-from sp_kernels._dispatching import choose, profile_of, requires_grad
+from sp_kernels import _checks, _library
+from sp_kernels._dispatching import choose, requires_grad
 
 OP = "chunk_gated_delta_rule"
 
@@ -74,24 +73,22 @@ def chunk_gated_delta_rule(
         _checks.shape("initial_state", initial_state, (N, HV, K, V), "[N, HV, K, V] (N sequences)")
         _checks.same_device_dtype("initial_state", initial_state, "q", q, dtype=False)
 
-    ctx = Context(
-        OP,
-        profile_of(q),
-        q.dtype,
-        {"B": B, "T": T, "H": H, "HV": HV, "K": K, "V": V},
-        packed=cu_seqlens is not None,
-        requires_grad=requires_grad(q, k, v, g, beta, initial_state),
-    )
-    fn = choose(ctx, impl)
-    return fn(
-        q,
-        k,
-        v,
-        g,
-        beta,
-        scale=scale,
-        initial_state=initial_state,
-        output_final_state=output_final_state,
-        cu_seqlens=cu_seqlens,
-        use_qk_l2norm_in_kernel=use_qk_l2norm_in_kernel,
-    )
+    name = choose(OP, q, {"B": B, "T": T, "H": H, "HV": HV, "K": K, "V": V}, packed=cu_seqlens is not None,
+                  grad=requires_grad(q, k, v, g, beta, initial_state), impl=impl)
+    return LIBRARY_OP(name, q, k, v, g, beta, scale=scale, initial_state=initial_state,
+                      output_final_state=output_final_state, cu_seqlens=cu_seqlens,
+                      use_qk_l2norm_in_kernel=use_qk_l2norm_in_kernel)
+
+
+def _fake(q, k, v, g, beta, scale, initial_state, output_final_state, cu_seqlens, use_qk_l2norm_in_kernel, impl):
+    B, T, HV, V = v.shape
+    N = B if cu_seqlens is None else cu_seqlens.shape[0] - 1
+    state_dtype = torch.float64 if q.dtype == torch.float64 else torch.float32
+    state = q.new_empty((N, HV, q.shape[3], V) if output_final_state else (0,), dtype=state_dtype)
+    return v.new_empty(v.shape), state
+
+
+LIBRARY_OP = _library.define(
+    OP, "Tensor q, Tensor k, Tensor v, Tensor g, Tensor beta, float scale, Tensor? initial_state, "
+    "bool output_final_state, Tensor? cu_seqlens, bool use_qk_l2norm_in_kernel", outputs=2, fake=_fake,
+    optional_outputs=(1,))

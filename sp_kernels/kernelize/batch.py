@@ -30,6 +30,7 @@ class BatchInfo:
     seq_len: int | None = None
 
 
+@torch.compiler.disable  # data-dependent (where positions restart): one graph break per forward, not five
 def cu_seqlens_from_position_ids(position_ids: torch.Tensor) -> torch.Tensor | None:
     """Boundaries of packed sequences from ``position_ids``: ``[B, T]``, or mRoPE's ``[3, B, T]`` / ``[4, B, T]``.
 
@@ -81,9 +82,13 @@ class PackedBatchHook:
         cu = kwargs.get("cu_seq_lens_q")
         if cu is None and position_ids is not None and (cache is None or cache.get_seq_length() == 0):
             cu = cu_seqlens_from_position_ids(position_ids)
-        padded = isinstance(mask, torch.Tensor) and mask.dim() == 2 and not bool(mask.all())
+        # while tracing, a 2-D mask's values cannot be read: it counts as padding (transformers' masked attention
+        # is right either way), and a packed batch must not carry one
+        compiling = torch.compiler.is_compiling()
+        padded = isinstance(mask, torch.Tensor) and mask.dim() == 2 and (compiling or not bool(mask.all()))
         if cu is not None and padded:
-            raise ValueError("attention_mask: a packed batch (position_ids restarting at 0) must not be padded")
+            raise ValueError("attention_mask: a packed batch (position_ids restarting at 0) must not be padded"
+                             + (" (under torch.compile: must not carry an attention_mask)" if compiling else ""))
         kwargs = dict(kwargs)
         kwargs[BATCH_KWARG] = BatchInfo(None if cu is None else cu.long(), padded)
         return args, kwargs

@@ -9,6 +9,7 @@ import torch
 
 from dispatch import Context, DeviceProfile, Implementation, Selection, select
 from sp_kernels import _contexts
+from sp_kernels._library import LIBRARY
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,12 @@ class LayerContext:
     def __call__(self, packed: bool, T: int | None) -> Context:
         return Context(self.op, self.device, self.dtype, _contexts.with_length(self.op, self.shapes, T),
                        packed=packed, sp_size=self.sp_size, requires_grad=self.requires_grad, options=self.options)
+
+
+@torch._dynamo.assume_constant_result
+def _chosen_name(context: LayerContext, packed: bool, T: int | None, force: str | None) -> str:
+    """The selection of a binding while tracing (run once per traced context, a constant in the graph)."""
+    return select(context.op, context(packed, T), force, "force").chosen.name
 
 
 @dataclass(frozen=True)
@@ -55,6 +62,9 @@ class OpBinding:
         return sel
 
     def fn(self, packed: bool, T: int | None = None) -> Callable:
+        """The implementation to call; under ``torch.compile`` the op's custom op running it (one graph node)."""
+        if torch.compiler.is_compiling():
+            return functools.partial(LIBRARY[self.op], _chosen_name(self.context, packed, T, self.force))
         return self.selection(packed, T).chosen.fn
 
     @property
@@ -82,11 +92,10 @@ class ModuleBinding:
     masked_attention: Callable | None = None  # attention: attn_implementation -> transformers' interface
     shard: object = None  # sequence parallel: GDNShard (gated_deltanet) or SPGroup (attention); None without SP
 
-    @functools.cached_property
-    def runs_on(self) -> frozenset:
-        """The device types every bound implementation runs on."""
-        return frozenset.intersection(*(frozenset(i.device_types) for b in self.ops.values()
-                                        for i in b.implementations))
+    def __post_init__(self):  # the device types every bound implementation runs on (checked per forward)
+        runs_on = frozenset.intersection(*(frozenset(i.device_types) for b in self.ops.values()
+                                           for i in b.implementations))
+        object.__setattr__(self, "runs_on", runs_on)
 
     def check_device(self, module, x: torch.Tensor) -> None:
         """Before any kernel runs: the bound implementations run on the device of the tensors (a model kernelized

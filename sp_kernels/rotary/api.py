@@ -3,9 +3,8 @@ from __future__ import annotations
 
 import torch
 
-from dispatch import Context
-from sp_kernels import _checks
-from sp_kernels._dispatching import choose, profile_of, requires_grad
+from sp_kernels import _checks, _library
+from sp_kernels._dispatching import choose, requires_grad
 
 OP = "rotary"
 
@@ -67,13 +66,14 @@ def apply_rotary_pos_emb(
     if R > D:
         raise ValueError(f"cos: rotary dim R = cos.shape[-1] = {R} exceeds the head dim D = {D}")
 
-    ctx = Context(
-        OP,
-        profile_of(q),
-        q.dtype,
-        {"B": B, "T": T, "H": H, "HK": HK, "D": D, "R": R},
-        requires_grad=requires_grad(q, k, cos, sin),
-        options={"unsqueeze_dim": unsqueeze_dim},
-    )
-    fn = choose(ctx, impl)
-    return fn(q, k, cos, sin, unsqueeze_dim=unsqueeze_dim)
+    name = choose(OP, q, {"B": B, "T": T, "H": H, "HK": HK, "D": D, "R": R}, grad=requires_grad(q, k, cos, sin),
+                  options={"unsqueeze_dim": unsqueeze_dim}, impl=impl)
+    return LIBRARY_OP(name, q, k, cos, sin, unsqueeze_dim=unsqueeze_dim)
+
+
+def _fake(q, k, cos, sin, unsqueeze_dim, impl):
+    return q.new_empty(q.shape), k.new_empty(k.shape)
+
+
+LIBRARY_OP = _library.define(OP, "Tensor q, Tensor k, Tensor cos, Tensor sin, int unsqueeze_dim", outputs=2,
+                             fake=_fake)

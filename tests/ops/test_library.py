@@ -1,0 +1,69 @@
+"""The ops as torch.library custom ops: opcheck on every implementation that runs here, ordinary and packed."""
+import pytest
+import torch
+
+import kernels  # noqa: F401  (defines the ops)
+from sp_kernels._library import LIBRARY
+
+F64 = torch.float64
+CU = torch.tensor([0, 3, 4, 11])  # packed: 3, 1 and 7 tokens
+
+
+def _leaf(*shape, gen, dtype=F64, scale=1.0):
+    return (torch.randn(*shape, generator=gen, dtype=dtype) * scale).requires_grad_()
+
+
+def cases(op: str, packed: bool, gen) -> tuple:
+    """The op's custom-op arguments (without ``impl``) for a small call with fresh random inputs."""
+    B, T = (1, 11) if packed else (2, 7)
+    cu = CU if packed else None
+    if op == "chunk_gated_delta_rule":
+        H, HV, K, V = 1, 2, 4, 3
+        N = 3 if packed else B
+        g = (-torch.rand(B, T, HV, generator=gen, dtype=F64)).requires_grad_()
+        beta = torch.rand(B, T, HV, generator=gen, dtype=F64).requires_grad_()
+        return (_leaf(B, T, H, K, gen=gen), _leaf(B, T, H, K, gen=gen), _leaf(B, T, HV, V, gen=gen), g, beta,
+                K**-0.5, _leaf(N, HV, K, V, gen=gen), True, cu, True)
+    if op == "causal_conv1d":
+        D, W = 5, 4
+        N = 3 if packed else B
+        return (_leaf(B, T, D, gen=gen), _leaf(D, W, gen=gen), _leaf(D, gen=gen), "silu", _leaf(N, D, W - 1, gen=gen),
+                True, cu)
+    if op == "rotary":
+        H, HK, D, R = 2, 1, 8, 4
+        return (_leaf(B, H, T, D, gen=gen), _leaf(B, HK, T, D, gen=gen), _leaf(B, T, R, gen=gen),
+                _leaf(B, T, R, gen=gen), 1)
+    H, HKV, D = 2, 1, 4
+    return (_leaf(B, T, H, D, gen=gen), _leaf(B, T, HKV, D, gen=gen), _leaf(B, T, HKV, D, gen=gen), True, D**-0.5, cu)
+
+
+RUNNABLE = [(op, impl) for op in LIBRARY for impl in ("reference", "torch" if op != "fusion_attention" else "sdpa")]
+
+
+@pytest.mark.parametrize("packed", [False, True], ids=["ordinary", "packed"])
+@pytest.mark.parametrize("op,impl", RUNNABLE)
+def test_opcheck(op, impl, packed):
+    if packed and op == "rotary":
+        pytest.skip("rotary is per token: it has no packed form")
+    args = cases(op, packed, torch.Generator().manual_seed(0))
+    torch.library.opcheck(LIBRARY[op].default, (*args, impl))
+
+
+@pytest.mark.parametrize("op,impl", RUNNABLE)
+def test_the_custom_op_equals_the_implementation_forward_and_backward(op, impl):
+    gen = torch.Generator().manual_seed(1)
+    args = cases(op, op != "rotary", gen)
+    leaves = [a for a in args if isinstance(a, torch.Tensor) and a.requires_grad]
+    from dispatch import implementations
+
+    eager = implementations(op)[impl].fn(*args)
+    eager = eager if isinstance(eager, tuple) else (eager,)
+    custom = LIBRARY[op].default(*args, impl)
+    custom = custom if isinstance(custom, tuple) else (custom,)
+    weights = [torch.randn(o.shape, generator=gen, dtype=o.dtype) for o in eager]
+    ge = torch.autograd.grad(sum((o * w).sum() for o, w in zip(eager, weights)), leaves)
+    gc = torch.autograd.grad(sum((o * w).sum() for o, w in zip(custom, weights)), leaves)
+    for a, b in zip(eager, custom):
+        torch.testing.assert_close(b, a, rtol=1e-12, atol=1e-12)
+    for a, b in zip(ge, gc):
+        torch.testing.assert_close(b, a, rtol=1e-10, atol=1e-10)
