@@ -29,7 +29,8 @@ def load(path: Path):
         best = b["stats"]["min"]  # best of the rounds: this machine's noise only ever adds time
         extra = b.get("extra_info", {})
         rows.append(dict(group=b["group"], impl=impl, T=size, seconds=best, peak=extra.get("peak_bytes"),
-                         flops=extra.get("flops") or 0, bytes=extra.get("bytes") or 0))
+                         flops=extra.get("flops") or 0, bytes=extra.get("bytes") or 0,
+                         first=extra.get("first_call_seconds")))
     return rows, paired, ceil, data["machine_info"].get("sp_kernels_device", "")
 
 
@@ -78,8 +79,9 @@ def table(rows, paired, ceil) -> str:
         out.append("")
     for group, items in by_group.items():
         base = {r["T"]: r["seconds"] for r in items if r["impl"] == "transformers"}
-        out += [f"### {group}", "", "| impl | T | time (ms) | vs transformers | roofline | peak memory (MB) |",
-                "|---|---|---|---|---|---|"]
+        first = any(r["first"] is not None for r in items)  # bench_compile: the first call compiles
+        out += [f"### {group}", "", "| impl | T | time (ms) | vs transformers | roofline | peak memory (MB) |"
+                + (" first call (s) |" if first else ""), "|---|---|---|---|---|---|" + ("---|" if first else "")]
         for r in sorted(items, key=lambda r: (r["impl"], r["T"])):
             ratio = _ratio(base[r["T"]] / r["seconds"]) if r["T"] in base and r["impl"] != "transformers" else ""
             roof = ""
@@ -92,7 +94,8 @@ def table(rows, paired, ceil) -> str:
                 g = r["bytes"] / r["seconds"] / 1e9
                 roof = f"{g:.2f} GB/s ({100 * g / ceil['copy_gbps']:.0f}% of copy)"
             peak = f"{r['peak'] / 2**20:.1f}" if r["peak"] is not None else ""
-            out.append(f"| {r['impl']} | {r['T']} | {1e3 * r['seconds']:.2f} | {ratio} | {roof} | {peak} |")
+            out.append(f"| {r['impl']} | {r['T']} | {1e3 * r['seconds']:.2f} | {ratio} | {roof} | {peak} |"
+                       + (f" {r['first']:.1f} |" if first else ""))
         out.append("")
     return "\n".join(out)
 

@@ -12,7 +12,7 @@ from sp_kernels.causal_conv1d import causal_conv1d
 from sp_kernels.rotary import apply_rotary_pos_emb
 from sp_kernels.attention import fusion_attention
 from sp_kernels.kernelize import NPU_MARKER, KernelizeReport, kernelize, unkernelize
-from sp_kernels.sp.tensors import sp_gather, sp_slice
+from sp_kernels.kernelize.sequence_parallel import sp_gather, sp_slice
 
 __version__ = "0.1.0"
 

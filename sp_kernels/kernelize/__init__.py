@@ -21,15 +21,13 @@ from sp_kernels.kernelize.batch import PackedBatchHook
 from sp_kernels.kernelize.bindings import LayerContext, ModuleBinding, OpBinding
 from sp_kernels.kernelize.families import load_families
 from sp_kernels.kernelize.gated_deltanet import GDNShard, gated_deltanet_forward
-from sp_kernels.sp import loss as sp_loss
-from sp_kernels.sp import shard as sp_shard
+from sp_kernels.kernelize import sequence_parallel as sp_hooks
+from sp_kernels.kernelize.sequence_parallel import SP_GROUP
 from sp_kernels.sp.group import resolve_group
 
 NPU_MARKER = "_twinkle_npu_patched"
 _BINDING = "_sp_kernels"
 _HOOK = "_sp_kernels_hook"
-#: the SP group, on the text models and causal-LM modules of a model kernelized with sp_size > 1
-SP_GROUP = "_sp_kernels_sp"
 MODES = ("train", "inference")
 #: the forward kernelize installs per kind of module
 FORWARDS = {"gated_deltanet": gated_deltanet_forward, "attention": attention_forward}
@@ -121,7 +119,7 @@ def kernelize(model: torch.nn.Module, sp_size: int = 1, *, group=None, device=No
     if sp_size > 1:
         for fam in families:
             if any(isinstance(m, fam.text_model) for m in model.modules()):
-                compat.check_forward(fam.text_model, sp_shard.HANDLED, "the sequence-parallel pre-hook")
+                compat.check_forward(fam.text_model, sp_hooks.HANDLED, "the sequence-parallel pre-hook")
     sp = resolve_group(sp_size, group) if sp_size > 1 else None
     # Choose everything first: a failure leaves the model untouched.
     plans = [(name, module, _bind(name, module, fam, kind, profile, sp, mode, force))
@@ -179,11 +177,11 @@ def _install_hooks(model, families, sp, gather_logits: bool) -> None:
         _remove_hooks(module)
         handles = ()
         if any(isinstance(module, fam.text_model) for fam in families):
-            hook = PackedBatchHook() if sp is None else sp_shard.SPPreHook(sp)
+            hook = PackedBatchHook() if sp is None else sp_hooks.SPPreHook(sp)
             handles = (module.register_forward_pre_hook(hook, with_kwargs=True),)
         elif sp is not None and any(isinstance(module, fam.heads) for fam in families):
-            handles = (module.register_forward_pre_hook(sp_loss.SPLossPreHook(sp), with_kwargs=True),
-                       module.register_forward_hook(sp_loss.SPLossHook(sp, gather_logits), with_kwargs=True))
+            handles = (module.register_forward_pre_hook(sp_hooks.SPLossPreHook(sp), with_kwargs=True),
+                       module.register_forward_hook(sp_hooks.SPLossHook(sp, gather_logits), with_kwargs=True))
         if handles:
             setattr(module, _HOOK, handles)
             if sp is not None:

@@ -128,7 +128,7 @@ def test_the_owned_forwards_take_every_cache_keyword(keyword):
 
 def test_the_sp_pre_hook_refuses_a_text_model_parameter_it_does_not_shard():
     from sp_kernels.kernelize.compat import check_forward
-    from sp_kernels.sp.shard import HANDLED
+    from sp_kernels.kernelize.sequence_parallel import HANDLED
 
     def forward(self, input_ids=None, attention_mask=None, position_ids=None, cache=None, inputs_embeds=None,
                 use_cache=None, token_type_ids=None, **kwargs):

@@ -4,7 +4,7 @@ import torch
 
 import kernels
 from sp_kernels.sp.group import SPGroup
-from sp_kernels.sp.loss import local_slice, shift_left
+from sp_kernels.sp.layout import local_slice, shift_left
 from tests.kernelize.models import build
 
 
