@@ -28,7 +28,9 @@ class Implementation:
 
     ``fn`` takes the op's validated arguments (see each op's ``api.py``). ``device_types`` are torch device types
     it runs on; ``packages`` are modules imported lazily the first time it is considered; ``supports`` inspects a
-    :class:`Context` and returns ``(ok, reason)``; higher ``priority`` wins among the candidates that fit.
+    :class:`Context` and returns ``(ok, reason)``. Among the candidates that fit, the op's order of preference
+    (:func:`prefer`) decides; ``priority`` (default 0) outranks it, for an implementation registered from outside
+    the package (a test's stand-in, an experiment) that must win.
     ``launches`` (Triton implementations) lists the kernel launches (:class:`dispatch.ub.Launch`: tile
     configuration and grid) it would make for a context; on an NPU each must fit the Unified Buffer and the grid
     cap, or the implementation is rejected with the numbers. ``selectable=False`` keeps an implementation out of
@@ -85,13 +87,36 @@ class Selection:
     forced: bool = False
 
     def explain(self) -> str:
-        how = "forced" if self.forced else f"priority {self.chosen.priority}"
-        lines = [f"{self.op}: {self.chosen.name} ({how})"]
+        if self.forced:
+            how = "forced"
+        elif self.chosen.priority:
+            how = f"priority {self.chosen.priority}"
+        else:
+            how = "the first that fits of " + " > ".join(preference(self.op))
+        lines = [f"{self.op}: {self.chosen.name} ({how})" + (f": {self.chosen.description}" if self.chosen.description
+                                                              else "")]
         lines += [f"    rejected {name}: {reason}" for name, reason in self.rejected]
         return "\n".join(lines)
 
 
 _REGISTRY: dict[str, dict[str, Implementation]] = {op: {} for op in OPS}
+_PREFERENCE: dict[str, tuple[str, ...]] = {op: () for op in OPS}
+
+
+def prefer(op: str, *names: str) -> None:
+    """``op``'s implementations in their order of preference, best first (declared once, beside the op)."""
+    _check_op(op)
+    _PREFERENCE[op] = tuple(names)
+
+
+def preference(op: str) -> tuple[str, ...]:
+    _check_op(op)
+    return _PREFERENCE[op]
+
+
+def _rank(impl: Implementation) -> tuple:
+    order = _PREFERENCE[impl.op]
+    return (-impl.priority, order.index(impl.name) if impl.name in order else len(order), impl.name)
 
 
 def _registered_implementation(op: str, name: str) -> Implementation:
@@ -195,7 +220,7 @@ def select(op: str, ctx: Context, force: str | None = None, arg: str = "impl") -
 
     rejected: list[tuple[str, str]] = []
     fits: list[Implementation] = []
-    for impl in sorted(table.values(), key=lambda i: (-i.priority, i.name)):
+    for impl in sorted(table.values(), key=_rank):
         if not impl.selectable:
             rejected.append((impl.name, "reference implementation: used only when forced"))
             continue
@@ -205,7 +230,7 @@ def select(op: str, ctx: Context, force: str | None = None, arg: str = "impl") -
         detail = "; ".join(f"{n}: {r}" for n, r in rejected) or "nothing registered"
         raise RuntimeError(f"no implementation of {op} can run {ctx.describe()} ({detail})")
     chosen, *lower = fits
-    rejected += [(i.name, f"lower priority ({i.priority}) than {chosen.name} ({chosen.priority})") for i in lower]
+    rejected += [(i.name, f"fits, but {chosen.name} comes first") for i in lower]
     return Selection(op, ctx, chosen, tuple(rejected))
 
 

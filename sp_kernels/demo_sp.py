@@ -60,7 +60,7 @@ def _worker(rank: int, sp_size: int, port: int) -> None:
         lines = [f"--- rank {rank} of {sp_size} ---", report.table()]
         gdn = next(m for m in model.modules() if hasattr(m, "_sp_kernels") and m._sp_kernels.kind == "gated_deltanet")
         padded = -(-T // sp_size) * sp_size
-        for op in ("causal_conv1d", "chunk_gated_delta_rule"):
+        for op in gdn._sp_kernels.ops:
             sel = gdn._sp_kernels.ops[op].selection(False, padded)
             lines.append(f"[{op} at the SP shapes] {sel.context.describe()}")
             lines.append(sel.explain())

@@ -1,10 +1,13 @@
 """Gated delta rule (the Gated DeltaNet token mixer): ``chunk_gated_delta_rule``."""
-from dispatch import Implementation, register
+from dispatch import Implementation, prefer, register
 from sp_kernels._lazy import lazy
 from sp_kernels._triton import with_backend
 from sp_kernels.gated_delta_rule.api import chunk_gated_delta_rule
 from sp_kernels.gated_delta_rule.chunk import chunk_gated_delta_rule_torch
 from sp_kernels.gated_delta_rule.naive import naive_recurrent_gated_delta_rule
+
+# the order of preference among the implementations that can run a call (reference: only when forced)
+prefer("chunk_gated_delta_rule", "mindspeed", "fla_fused_recurrent", "fla", "triton", "torch", "reference")
 
 register(
     Implementation(
@@ -12,7 +15,6 @@ register(
         name="reference",
         fn=naive_recurrent_gated_delta_rule,
         device_types=("cpu", "cuda", "npu"),
-        priority=0,
         selectable=False,
         description="per-token recurrence (float64-capable reference)",
     )
@@ -23,7 +25,6 @@ register(
         name="torch",
         fn=chunk_gated_delta_rule_torch,
         device_types=("cpu", "cuda", "npu"),
-        priority=10,
         description="chunked torch (any device)",
     )
 )
@@ -35,7 +36,6 @@ register(
         name="triton",
         fn=lazy("sp_kernels.gated_delta_rule.fused_recurrent_triton", "fused_recurrent_gated_delta_rule_triton"),
         device_types=("cuda", "npu"),
-        priority=15,
         packages=("triton",),
         supports=with_backend(lazy("sp_kernels.gated_delta_rule.fused_recurrent_triton", "supports")),
         launches=lazy("sp_kernels.gated_delta_rule.fused_recurrent_triton", "launches"),
@@ -50,7 +50,6 @@ register(
         name="fla",
         fn=lazy("sp_kernels.gated_delta_rule.fla", "chunk_gated_delta_rule_fla"),
         device_types=("cuda", "npu"),
-        priority=30,
         packages=("fla.ops.gated_delta_rule",),
         supports=lazy("sp_kernels._fla", "supports_fla"),
         description="flash-linear-attention's chunked gated delta rule (Triton; Triton-Ascend backend on NPU)",
@@ -62,7 +61,6 @@ register(
         name="fla_fused_recurrent",
         fn=lazy("sp_kernels.gated_delta_rule.fla", "fused_recurrent_gated_delta_rule_fla"),
         device_types=("cuda", "npu"),
-        priority=35,
         packages=("fla.ops.gated_delta_rule",),
         supports=lazy("sp_kernels.gated_delta_rule.fla", "supports_fused_recurrent"),
         description="flash-linear-attention's fused recurrent kernel: decoding (no backward, T <= 64)",
@@ -74,7 +72,6 @@ register(
         name="mindspeed",
         fn=lazy("sp_kernels.gated_delta_rule.mindspeed", "chunk_gated_delta_rule_mindspeed"),
         device_types=("npu",),
-        priority=40,
         packages=("torch_npu", "mindspeed.core.ssm.npu_chunk_gated_delta_rule"),
         supports=lazy("sp_kernels.gated_delta_rule.mindspeed", "supports_mindspeed"),
         description="MindSpeed's Triton gated delta rule (Ascend; bf16/fp16; initial states via our torch path)",

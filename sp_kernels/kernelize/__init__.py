@@ -51,9 +51,8 @@ class KernelizeReport:
 
     def table(self) -> str:
         """The dispatch table: one row per patched module, one column per op."""
-        ops = ("causal_conv1d", "chunk_gated_delta_rule", "rotary", "fusion_attention")
-        header = ["module", *ops, NPU_MARKER]
-        rows = [[m.name, *(m.ops.get(op, "-") for op in ops), str(m.npu_patched)] for m in self.modules]
+        header = ["module", *OPS, NPU_MARKER]
+        rows = [[m.name, *(m.ops.get(op, "-") for op in OPS), str(m.npu_patched)] for m in self.modules]
         widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
         fmt = "  ".join(f"{{:<{w}}}" for w in widths)
         lines = [f"device {self.device.describe()} | sp_size {self.sp_size} | mode {self.mode}", fmt.format(*header)]

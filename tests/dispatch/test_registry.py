@@ -34,7 +34,7 @@ def test_selection_is_by_device_and_priority_and_reports_each_rejection():
         small = Context("causal_conv1d", resolve_profile("npu:Ascend910B3"), torch.float32, {"D": 16, "W": 4})
         chosen = select("causal_conv1d", small)
         assert chosen.chosen.name == "npu_fast"
-        assert "lower priority" in dict(chosen.rejected)["torch"]
+        assert dict(chosen.rejected)["torch"] == "fits, but npu_fast comes first"
         assert "npu_fast" in chosen.explain() and "rejected torch" in chosen.explain()
     assert "npu_fast" not in implementations("causal_conv1d")  # registered() cleans up
 
@@ -143,3 +143,11 @@ def test_torch_npu_implementations_are_named_for_what_they_run(monkeypatch):
     with pytest.raises(ValueError, match=f"^impl: {cannot}"):
         select("rotary", rotary, force="torch_npu.npu_rotary_mul")
     assert dict(select("rotary", rotary).rejected)["torch_npu.npu_rotary_mul"] == "runs on npu, not cpu"
+
+
+def test_among_the_package_s_implementations_the_declared_order_decides():
+    late = Implementation("causal_conv1d", "late", fn=lambda *a, **k: None, device_types=("cpu",))
+    with only_portable(), registered(late):
+        sel = select("causal_conv1d", ctx())
+    assert sel.chosen.name == "torch" and dict(sel.rejected)["late"] == "fits, but torch comes first"
+    assert "the first that fits of triton > fla > torch > reference" in sel.explain()

@@ -5,12 +5,11 @@ import pytest
 import torch
 
 import kernels
-from dispatch import Implementation, implementations, registered
+from dispatch import OPS, Implementation, implementations, registered
 from sp_kernels import NPU_MARKER
 from tests.helpers import device_standins_on_cpu, only_portable
 from tests.kernelize.models import build
 
-OPS = ("causal_conv1d", "chunk_gated_delta_rule", "rotary", "fusion_attention")
 
 
 def counting_standins(device_types, priority=100, prefix="standin"):

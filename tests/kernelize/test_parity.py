@@ -6,13 +6,14 @@ import pytest
 import torch
 
 import kernels
+from dispatch import OPS
 from tests.kernelize.models import build
 
 FAMILIES = [("qwen3_5", torch.float64, 1e-10), ("qwen3_5_moe", torch.float32, 2e-4), ("qwen3_next", torch.float32, 2e-4)]
 # transformers' torch_chunk_gated_delta_rule computes in float32 whatever the input dtype, so against the unpatched
 # model even a float64 model agrees only to float32 accuracy; against our float64 references it must agree tightly.
 TRANSFORMERS_TOL = 2e-3
-REFERENCE = {op: "reference" for op in ("causal_conv1d", "chunk_gated_delta_rule", "rotary", "fusion_attention")}
+REFERENCE = {op: "reference" for op in OPS}
 
 
 def run(model, **batch):

@@ -45,8 +45,8 @@ SCRIPT = textwrap.dedent("""
     except Exception as exc:
         print("UNPATCHED_FAILS", type(exc).__name__, str(exc).splitlines()[0])
     ref = build("qwen3_5")
-    kernels.kernelize(ref, force={op: "reference" for op in
-                                  ("causal_conv1d", "chunk_gated_delta_rule", "rotary", "fusion_attention")})
+    from dispatch import OPS
+    kernels.kernelize(ref, force={op: "reference" for op in OPS})
     kernels.kernelize(model)
     out = model(input_ids=ids, labels=ids)
     out.loss.backward()
