@@ -93,8 +93,9 @@ class Selection:
             how = f"priority {self.chosen.priority}"
         else:
             how = "the first that fits of " + " > ".join(preference(self.op))
-        lines = [f"{self.op}: {self.chosen.name} ({how})" + (f": {self.chosen.description}" if self.chosen.description
-                                                              else "")]
+        lines = [f"{self.op}: {self.chosen.name} ({how})"]
+        if self.chosen.description:
+            lines.append(f"    runs: {self.chosen.description}")
         lines += [f"    rejected {name}: {reason}" for name, reason in self.rejected]
         return "\n".join(lines)
 
