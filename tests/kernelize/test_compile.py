@@ -18,6 +18,19 @@ def graph_breaks(model, **batch) -> tuple[int, list[str]]:
     return explained.graph_break_count, [str(r.reason).splitlines()[0] for r in explained.break_reasons]
 
 
+def skip_if_transformers_itself_does_not_compile(family, dtype, ids):
+    """Older transformers' MoE experts (their grouped-mm fallback backward) do not compile on CPU, patched or not."""
+    import transformers
+
+    unpatched = build(family, dtype)
+    torch._dynamo.reset()
+    try:
+        torch.compile(unpatched, fullgraph=True)(input_ids=ids, labels=ids).loss.backward()
+    except torch._dynamo.exc.BackendCompilerFailed as exc:
+        pytest.skip(f"transformers {transformers.__version__}'s own {family} does not compile here either: "
+                    f"{str(exc).splitlines()[1][:120]}")
+
+
 def packed_batch(flash_kwargs: bool) -> dict:
     lengths = [9, 1, 30, 5]
     ids = torch.randint(0, 96, (1, sum(lengths)))
@@ -37,8 +50,12 @@ def test_a_kernelized_model_compiles_fullgraph_and_trains_as_eager(family, dtype
     assert graph_breaks(compiled, input_ids=ids, labels=ids) == (0, [])
     torch._dynamo.reset()
     fn = torch.compile(compiled, fullgraph=True)
-    out = fn(input_ids=ids, labels=ids)
-    out.loss.backward()
+    try:
+        out = fn(input_ids=ids, labels=ids)
+        out.loss.backward()
+    except torch._dynamo.exc.BackendCompilerFailed:
+        skip_if_transformers_itself_does_not_compile(family, dtype, ids)
+        raise
     ref = eager(input_ids=ids, labels=ids)
     ref.loss.backward()
     tol = TOL[dtype]
