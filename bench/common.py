@@ -19,7 +19,7 @@ if not torch.cuda.is_available():
     sys.modules.setdefault("fla", None)
 
 import kernels  # noqa: E402,F401  (registers the implementations)
-from dispatch import Context, detect, implementations, select  # noqa: E402
+from dispatch import Context, detect, implementations  # noqa: E402
 
 QUICK = os.environ.get("SP_KERNELS_BENCH_QUICK") == "1"
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -29,7 +29,9 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 def chosen(op: str, shapes: dict, dtype: torch.dtype, grad: bool) -> str:
     """The implementation the registry selects for the case on this device."""
-    return select(op, Context(op, PROFILE, dtype, shapes, requires_grad=grad)).chosen.name
+    from sp_kernels._dispatching import choose
+
+    return choose(op, DEVICE, shapes, dtype=dtype, grad=grad)
 
 
 def candidates(op: str, shapes: dict, dtype: torch.dtype, grad: bool) -> list[str]:

@@ -1,9 +1,16 @@
-"""The selection shapes of a GatedDeltaNet layer and of an attention layer, shared by kernelize and explain.
+"""The selection context of an op in a layer — the shapes of a GatedDeltaNet layer and of an attention layer, and
+:class:`LayerContext` — shared by kernelize and explain (a call's context is made in ``_dispatching.choose``).
 
 Under sequence parallelism (Ulysses) each rank runs the kernels on ``heads / sp_size`` heads over the whole
 sequence, so the shapes here are the local heads and the global length.
 """
 from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from dispatch import Context, DeviceProfile
 
 
 def _local(what: str, count: int, sp_size: int) -> int:
@@ -49,3 +56,20 @@ def with_length(op: str, shapes: dict, T: int | None) -> dict:
     if T is None:
         return dict(shapes)
     return {**shapes, **({"TQ": T, "TK": T} if op == "fusion_attention" else {"T": T})}
+
+
+@dataclass(frozen=True)
+class LayerContext:
+    """The selection context of one op of one layer, for a call's ``(packed, T)`` (a value, so bindings copy)."""
+
+    op: str
+    device: DeviceProfile
+    dtype: torch.dtype
+    shapes: dict = field(hash=False)
+    options: dict = field(hash=False)
+    sp_size: int
+    requires_grad: bool
+
+    def __call__(self, packed: bool, T: int | None) -> Context:
+        return Context(self.op, self.device, self.dtype, with_length(self.op, self.shapes, T),
+                       packed=packed, sp_size=self.sp_size, requires_grad=self.requires_grad, options=self.options)

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 import torch
 
-from dispatch import Context, Selection, implementations, resolve_profile, select, ub
+from dispatch import Selection, implementations, resolve_profile, select, ub
 from sp_kernels import _checks, _contexts
 from sp_kernels.kernelize import NPU_MARKER
 
@@ -51,8 +51,8 @@ def explain(device="cpu", *, sp_size: int = 1, ub_kib: int | None = None, dtype:
     }
     force = force or {}
     return [
-        select(op, Context(op, profile, dtype, shapes, packed=packed, sp_size=sp_size,
-                           requires_grad=mode == "train", options=options), force=force.get(op))
+        select(op, _contexts.LayerContext(op, profile, dtype, shapes, options, sp_size, mode == "train")(packed, None),
+               force=force.get(op))
         for op, (shapes, options) in contexts.items()
     ]
 

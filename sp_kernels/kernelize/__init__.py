@@ -18,7 +18,8 @@ from sp_kernels import _contexts
 from sp_kernels.kernelize import compat
 from sp_kernels.kernelize.attention import attention_forward
 from sp_kernels.kernelize.batch import PackedBatchHook
-from sp_kernels.kernelize.bindings import LayerContext, ModuleBinding, OpBinding
+from sp_kernels._contexts import LayerContext
+from sp_kernels.kernelize.bindings import ModuleBinding, OpBinding
 from sp_kernels.kernelize.families import load_families
 from sp_kernels.kernelize.gated_deltanet import GDNShard, gated_deltanet_forward
 from sp_kernels.kernelize import sequence_parallel as sp_hooks

@@ -7,26 +7,9 @@ from typing import Callable
 
 import torch
 
-from dispatch import Context, DeviceProfile, Implementation, Selection, select
-from sp_kernels import _contexts
+from dispatch import DeviceProfile, Implementation, Selection, select
+from sp_kernels._contexts import LayerContext
 from sp_kernels._library import LIBRARY
-
-
-@dataclass(frozen=True)
-class LayerContext:
-    """The selection context of one op of one layer, for a call's ``(packed, T)`` (a value, so bindings copy)."""
-
-    op: str
-    device: DeviceProfile
-    dtype: torch.dtype
-    shapes: dict = field(hash=False)
-    options: dict = field(hash=False)
-    sp_size: int
-    requires_grad: bool
-
-    def __call__(self, packed: bool, T: int | None) -> Context:
-        return Context(self.op, self.device, self.dtype, _contexts.with_length(self.op, self.shapes, T),
-                       packed=packed, sp_size=self.sp_size, requires_grad=self.requires_grad, options=self.options)
 
 
 @torch._dynamo.assume_constant_result
