@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from dispatch import Implementation, register
+
 
 def varlen_args(cu_seqlens: torch.Tensor) -> dict:
     """The packed-sequence keywords of ``flash_attn_varlen_func`` (pure: tested on CPU)."""
@@ -31,3 +33,16 @@ def supports_flash_attn(ctx) -> tuple[bool, str]:
     if ctx.shapes.get("D", 0) > 256:
         return False, f"flash-attn supports head dims up to 256, got {ctx.shapes['D']}"
     return True, ""
+
+
+register(
+    Implementation(
+        op="fusion_attention",
+        name="flash_attn",
+        fn=fusion_attention_flash_attn,
+        device_types=("cuda",),
+        packages=("flash_attn",),
+        supports=supports_flash_attn,
+        description="flash-attn 2 (varlen for packed sequences)",
+    )
+)

@@ -4,6 +4,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from dispatch import Implementation, register
+
 #: Device types whose SDPA takes ``enable_gqa`` (elsewhere kv heads are repeated first).
 _NATIVE_GQA = ("cpu", "cuda")
 
@@ -57,3 +59,14 @@ def attention_sdpa(q, k, v, causal=True, scale=None, cu_seqlens=None, *, native_
     if not pieces:  # no token at all
         return _sdpa(qt, kt, vt, causal=causal, scale=scale, native_gqa=native_gqa).transpose(1, 2).contiguous()
     return torch.cat(pieces, dim=2).transpose(1, 2).contiguous()
+
+
+register(
+    Implementation(
+        op="fusion_attention",
+        name="sdpa",
+        fn=attention_sdpa,
+        device_types=("cpu", "cuda", "npu"),
+        description="F.scaled_dot_product_attention, one call per packed sequence",
+    )
+)

@@ -12,6 +12,8 @@ import torch.nn.functional as F
 from dispatch import Context
 from dispatch.ub import Launch
 from sp_kernels._tiles import cdiv as _cdiv, next_pow2 as _next_pow2
+from dispatch import Implementation, register
+from sp_kernels._lazy import lazy
 
 
 def to_fla_state(state: torch.Tensor | None) -> torch.Tensor | None:
@@ -88,3 +90,17 @@ def ascend_launches(ctx: Context) -> tuple[Launch, ...]:
             BD, BT = 8, min(BT, 16 if D >= 1024 else 32)
         launches.append(Launch("fla.causal_conv1d_bwd", {"BT": BT, "BD": BD, "W": W}, _cdiv(D, BD) * _cdiv(T, BT) * B))
     return tuple(launches)
+
+
+register(
+    Implementation(
+        op="causal_conv1d",
+        name="fla",
+        fn=causal_conv1d_fla,
+        device_types=("cuda", "npu"),
+        packages=("fla.modules.causal_conv1d",),
+        supports=lazy("sp_kernels._fla", "supports_fla"),
+        launches=ascend_launches,
+        description="flash-linear-attention's Triton causal conv (Triton-Ascend backend on NPU)",
+    )
+)

@@ -4,6 +4,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from dispatch import Implementation, register
+
 
 def causal_conv1d_reference(
     x, weight, bias=None, activation=None, initial_state=None, output_final_state=False, cu_seqlens=None
@@ -41,3 +43,15 @@ def causal_conv1d_reference(
         y = torch.cat(ys).unsqueeze(0)
     final = torch.stack(finals).to(x.dtype) if output_final_state else None
     return y.to(x.dtype), final
+
+
+register(
+    Implementation(
+        op="causal_conv1d",
+        name="reference",
+        fn=causal_conv1d_reference,
+        device_types=("cpu", "cuda", "npu"),
+        selectable=False,
+        description="the definition with explicit loops over t and w (float64-capable, slow)",
+    )
+)

@@ -22,6 +22,7 @@ import torch
 
 from sp_kernels import _varlen
 from sp_kernels.gated_delta_rule.chunk_autograd import CHUNK, ChunkGatedDeltaRule
+from dispatch import Implementation, register
 
 
 def chunk_gated_delta_rule_torch(
@@ -81,3 +82,14 @@ def chunk_gated_delta_rule_torch(
     else:
         o = o[:, :T]
     return o.to(out_dtype), (state if output_final_state else None)
+
+
+register(
+    Implementation(
+        op="chunk_gated_delta_rule",
+        name="torch",
+        fn=chunk_gated_delta_rule_torch,
+        device_types=("cpu", "cuda", "npu"),
+        description="chunked torch (any device)",
+    )
+)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import torch
 
+from dispatch import Implementation, register
+
 MODULE = "mindspeed.core.ssm.npu_chunk_gated_delta_rule"
 
 
@@ -41,3 +43,16 @@ def supports_mindspeed(ctx) -> tuple[bool, str]:
     if ctx.dtype not in (torch.bfloat16, torch.float16):
         return False, f"MindSpeed's Triton gated delta rule takes bf16/fp16, not {str(ctx.dtype).replace('torch.', '')}"
     return True, ""
+
+
+register(
+    Implementation(
+        op="chunk_gated_delta_rule",
+        name="mindspeed",
+        fn=chunk_gated_delta_rule_mindspeed,
+        device_types=("npu",),
+        packages=("torch_npu", "mindspeed.core.ssm.npu_chunk_gated_delta_rule"),
+        supports=supports_mindspeed,
+        description="MindSpeed's Triton gated delta rule (Ascend; bf16/fp16; initial states via our torch path)",
+    )
+)

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import torch
 
+from dispatch import Implementation, register
+
 
 def _l2norm(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     """``x / sqrt(sum(x^2) + eps)`` over the last dimension (as fla and transformers)."""
@@ -90,3 +92,15 @@ def naive_recurrent_gated_delta_rule(
         finals.append(final)
     o = torch.cat(outputs, dim=1).to(out_dtype)
     return o, (torch.cat(finals, dim=0) if output_final_state else None)
+
+
+register(
+    Implementation(
+        op="chunk_gated_delta_rule",
+        name="reference",
+        fn=naive_recurrent_gated_delta_rule,
+        device_types=("cpu", "cuda", "npu"),
+        selectable=False,
+        description="per-token recurrence (float64-capable reference)",
+    )
+)

@@ -6,6 +6,9 @@ import warnings
 
 import torch
 
+from dispatch import Implementation, register
+from sp_kernels._lazy import lazy
+
 
 def half_width(cos: torch.Tensor, sin: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | str:
     """``[B, T, R]`` -> ``[T, R/2]`` when that loses nothing, else the reason it would."""
@@ -37,3 +40,16 @@ def apply_rotary_pos_emb_fla(q, k, cos, sin, unsqueeze_dim=1):
         return y.transpose(1, 2) if unsqueeze_dim == 1 else y
 
     return rotate(q), rotate(k)
+
+
+register(
+    Implementation(
+        op="rotary",
+        name="fla",
+        fn=apply_rotary_pos_emb_fla,
+        device_types=("cuda", "npu"),
+        packages=("fla.modules.rotary",),
+        supports=lazy("sp_kernels._fla", "supports_fla"),
+        description="flash-linear-attention's rotary (half-width cos/sin shared by the batch; else torch, warned)",
+    )
+)

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import torch
 
+from dispatch import Implementation, register
+
 
 def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     R = cos.shape[-1]
@@ -23,3 +25,15 @@ def rotary_reference(q, k, cos, sin, unsqueeze_dim=1):
     cos = cos.unsqueeze(unsqueeze_dim)
     sin = sin.unsqueeze(unsqueeze_dim)
     return _rotate(q, cos, sin), _rotate(k, cos, sin)
+
+
+register(
+    Implementation(
+        op="rotary",
+        name="reference",
+        fn=rotary_reference,
+        device_types=("cpu", "cuda", "npu"),
+        selectable=False,
+        description="per-pair rotation formula, one pair of dims at a time (float64-capable, slow)",
+    )
+)

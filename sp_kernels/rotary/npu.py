@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from dispatch import Implementation, register
+
 
 def rotary_mul_args(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, unsqueeze_dim: int):
     """``(x_rot, tail, r1, r2)``: the 4-D inputs ``npu_rotary_mul`` takes (x in BNSD or BSND; r1/r2 B1SD / BS1D)."""
@@ -35,3 +37,16 @@ def supports_npu_rotary(ctx) -> tuple[bool, str]:
         if s.get(name, 0) >= 1000:
             return False, f"npu_rotary_mul needs {name} < 1000, got {s[name]}"
     return True, ""
+
+
+register(
+    Implementation(
+        op="rotary",
+        name="torch_npu.npu_rotary_mul",
+        fn=apply_rotary_pos_emb_npu,
+        device_types=("npu",),
+        packages=("torch_npu",),
+        supports=supports_npu_rotary,
+        description="torch_npu.npu_rotary_mul on the rotary part, the tail passed through",
+    )
+)

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import torch
 
+from dispatch import Implementation, register
+
 
 def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, out: torch.Tensor, sign: float) -> None:
     """``out1 = x1 c1 - sign x2 s_a``, ``out2 = x2 c2 + sign x1 s_b`` over the first R dims, the rest copied; with
@@ -64,3 +66,14 @@ def rotary_torch(q, k, cos, sin, unsqueeze_dim=1):
     cos = cos.unsqueeze(unsqueeze_dim)
     sin = sin.unsqueeze(unsqueeze_dim)
     return _Rotary.apply(q, cos, sin), _Rotary.apply(k, cos, sin)
+
+
+register(
+    Implementation(
+        op="rotary",
+        name="torch",
+        fn=rotary_torch,
+        device_types=("cpu", "cuda", "npu"),
+        description="x * cos + rotate_half(x) * sin over the first R dims, the rest passed through",
+    )
+)
