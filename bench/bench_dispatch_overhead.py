@@ -11,7 +11,8 @@ D, W, T = 64, 4, 16
 
 @pytest.mark.parametrize("how", ["direct", "kernelize-binding", "public-op"])
 def test_dispatch_overhead(benchmark, how):
-    from dispatch import Context, detect
+    from dispatch import detect
+    from sp_kernels._contexts import LayerContext
     from sp_kernels.kernelize.bindings import OpBinding
 
     benchmark.group = "dispatch overhead (causal_conv1d, tiny tensors)"
@@ -20,9 +21,8 @@ def test_dispatch_overhead(benchmark, how):
     x, w = x.detach(), w.detach()
     fn = implementations("causal_conv1d")["torch"].fn
     profile = detect(DEVICE)
-    binding = OpBinding.create("causal_conv1d", lambda packed, t: Context(
-        "causal_conv1d", profile, torch.float32, {"D": D, "W": W, **({"T": t} if t else {})}, packed=packed),
-        "torch")
+    binding = OpBinding.create("causal_conv1d", LayerContext("causal_conv1d", profile, torch.float32,
+                                                             {"D": D, "W": W}, {}, 1, False), "torch")
     calls = {
         "direct": lambda: fn(x, w, None, "silu", None, False, None),
         "kernelize-binding": lambda: binding.fn(False, T)(x, w, None, "silu", None, False, None),

@@ -19,7 +19,7 @@ if not torch.cuda.is_available():
     sys.modules.setdefault("fla", None)
 
 import kernels  # noqa: E402,F401  (registers the implementations)
-from dispatch import Context, detect, implementations  # noqa: E402
+from dispatch import detect, implementations  # noqa: E402
 
 QUICK = os.environ.get("SP_KERNELS_BENCH_QUICK") == "1"
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -35,7 +35,9 @@ def chosen(op: str, shapes: dict, dtype: torch.dtype, grad: bool) -> str:
 
 
 def candidates(op: str, shapes: dict, dtype: torch.dtype, grad: bool) -> list[str]:
-    ctx = Context(op, PROFILE, dtype, shapes, requires_grad=grad)
+    from sp_kernels._contexts import LayerContext
+
+    ctx = LayerContext(op, PROFILE, dtype, shapes, {}, 1, grad)(False, None)
     names = [n for n, impl in implementations(op).items() if impl.selectable and impl.check(ctx)[0]]
     return sorted(names) + ["transformers"]
 
