@@ -21,7 +21,7 @@ from typing import Callable
 
 import torch
 
-from dispatch import implementations
+from dispatch import check_impl_name
 
 NAMESPACE = "sp_kernels"
 _EMPTY = (0,)  # an optional output that is absent: a tensor of shape [0] (custom ops return tensors)
@@ -57,7 +57,7 @@ class LibraryOp:
         """Run implementation ``impl`` on the implementations' arguments; outputs as the implementation gives them
         (``None`` for an absent optional output)."""
         if not torch.compiler.is_compiling():
-            return implementations(self.op)[impl].fn(*args, **kwargs)
+            return check_impl_name(self.op, impl).fn(*args, **kwargs)
         values = self._bind(args, kwargs)
         out = self.default(*values, impl)
         return self._unwrap(out)
@@ -77,7 +77,7 @@ class LibraryOp:
     # --- torch.library registrations -------------------------------------------------------------------------------
     def _run(self, values) -> tuple:
         *args, impl = values
-        out = implementations(self.op)[impl].fn(*args)
+        out = check_impl_name(self.op, impl).fn(*args)
         out = tuple(out) if isinstance(out, (tuple, list)) else (out,)
         first = next(o for o in out if o is not None)
         return tuple(first.new_empty(_EMPTY) if o is None else o for o in out)
