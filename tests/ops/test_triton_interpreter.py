@@ -333,3 +333,18 @@ def test_registry_choices(monkeypatch):
     assert "use the chunked form" in dict(select("chunk_gated_delta_rule", long).rejected)["triton"]
     cpu = Context("causal_conv1d", resolve_profile("cpu"), torch.float32, {"B": 1, "T": 8, "D": 8, "W": 4})
     assert select("causal_conv1d", cpu).chosen.name == "torch"
+
+
+# --- the custom ops (torch.compile's nodes) running our Triton kernels ------------------------------------------
+
+@pytest.mark.parametrize("op,packed", [("causal_conv1d", False), ("causal_conv1d", True), ("rotary", False),
+                                       ("chunk_gated_delta_rule", False), ("chunk_gated_delta_rule", True)])
+@interpreted
+def test_opcheck_of_the_custom_op_running_triton(op, packed):
+    from sp_kernels._library import LIBRARY
+    from tests.ops.test_library import cases
+
+    args = cases(op, packed, torch.Generator().manual_seed(0))
+    args = tuple(a.detach().float().requires_grad_(a.requires_grad)
+                 if isinstance(a, torch.Tensor) and a.is_floating_point() else a for a in args)
+    torch.library.opcheck(LIBRARY[op].default, (*args, "triton"), atol=1e-4, rtol=1e-4)
