@@ -151,3 +151,24 @@ def test_among_the_package_s_implementations_the_declared_order_decides():
         sel = select("causal_conv1d", ctx())
     assert sel.chosen.name == "torch" and dict(sel.rejected)["late"] == "fits, but torch comes first"
     assert "the first that fits of triton > fla > torch > reference" in sel.explain()
+
+
+def test_dependencies_point_one_way():
+    """dispatch knows no op package, sp/ knows no model: kernelize -> sp -> (torch), every op -> dispatch."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+
+    def imported(folder):
+        for path in (root / folder).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.ImportFrom) and node.module:
+                    yield path.name, node.module
+                elif isinstance(node, ast.Import):
+                    yield from ((path.name, a.name) for a in node.names)
+
+    assert not [(f, m) for f, m in imported("sp_kernels/sp") if m.startswith("sp_kernels.kernelize")]
+    # dispatch imports sp_kernels only to re-register the implementations of an unpickled model
+    assert [(f, m) for f, m in imported("dispatch") if m.startswith(("sp_kernels", "kernels"))] == [
+        ("registry.py", "sp_kernels")]
