@@ -13,11 +13,6 @@ def _profile(device: torch.device) -> DeviceProfile:
     return detect(device)
 
 
-def profile_of(x: torch.Tensor) -> DeviceProfile:
-    """The device profile of the device ``x`` lives on (selection is by the tensors' device)."""
-    return _profile(x.device)
-
-
 def requires_grad(*tensors) -> bool:
     return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 

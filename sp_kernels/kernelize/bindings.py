@@ -26,14 +26,14 @@ class OpBinding:
     """
 
     op: str
-    context: Callable[[bool, "int | None"], Context] = field(repr=False)
+    context: LayerContext = field(repr=False)  # (packed, T) -> Context
     force: str | None
     dense: Selection = field(repr=False)
     packed: Selection = field(repr=False)
     _chosen: dict = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
-    def create(cls, op: str, context: Callable, force: str | None) -> "OpBinding":
+    def create(cls, op: str, context: LayerContext, force: str | None) -> "OpBinding":
         return cls(op, context, force, select(op, context(False, None), force, "force"),
                    select(op, context(True, None), force, "force"))
 

@@ -18,6 +18,12 @@ def _exchange(send: torch.Tensor, sp: SPGroup) -> torch.Tensor:
     return funcol.wait_tensor(funcol.all_to_all_single_autograd(send, None, None, group))
 
 
+def _from_every_rank(x: torch.Tensor, sp: SPGroup) -> torch.Tensor:
+    """``[n, *x.shape]``: every rank's ``x``, in rank order (an all-to-all of ``n`` copies; its backward sums the
+    gradients every rank computed for this rank's ``x``)."""
+    return _exchange(x.unsqueeze(0).expand(sp.size, *x.shape).contiguous(), sp)
+
+
 def all_to_all(x: torch.Tensor, scatter_dim: int, gather_dim: int, sp: SPGroup) -> torch.Tensor:
     """Split ``x`` in ``sp.size`` equal chunks along ``scatter_dim``, send chunk ``i`` to rank ``i``, and
     concatenate the chunks received from ranks ``0..size-1`` along ``gather_dim``. Its backward is the inverse
@@ -38,13 +44,11 @@ def gather_sequence(x: torch.Tensor, dim: int, sp: SPGroup) -> torch.Tensor:
     tensor — the SP contract — that is ``size`` times this rank's share, which the mean all-reduce of the
     gradients over the group divides out.
     """
-    copies = x.unsqueeze(0).expand(sp.size, *x.shape).contiguous()
-    return torch.cat(_exchange(copies, sp).unbind(0), dim=dim)
+    return torch.cat(_from_every_rank(x, sp).unbind(0), dim=dim)
 
 
 def sum_over_ranks(x: torch.Tensor, sp: SPGroup) -> torch.Tensor:
     """The sum of ``x`` over the ranks of the group, on every rank (an all-reduce). Backward: each rank's ``x``
     receives the sum of the gradients of every rank's result, so when every rank backpropagates the same loss,
     ``size`` times its share — the SP gradient contract, as :func:`gather_sequence`."""
-    copies = x.unsqueeze(0).expand(sp.size, *x.shape).contiguous()
-    return _exchange(copies, sp).sum(0)
+    return _from_every_rank(x, sp).sum(0)
