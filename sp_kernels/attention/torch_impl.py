@@ -31,7 +31,7 @@ def _sdpa(q, k, v, *, causal, scale, native_gqa=None):
         skip = TQ - TK
         tail = F.scaled_dot_product_attention(q[:, :, skip:], k, v, is_causal=True, scale=scale, **gqa)
         return torch.cat([q.new_zeros(q.shape[:2] + (skip, v.shape[-1])), tail], dim=2)
-    if not causal:
+    if not causal or TQ == 1:  # one query (a decoded token) sees every key
         return F.scaled_dot_product_attention(q, k, v, scale=scale, **gqa)
     if TQ == TK:
         return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale, **gqa)

@@ -3,9 +3,10 @@ from dispatch import prefer
 from sp_kernels.gated_delta_rule.api import chunk_gated_delta_rule
 
 # the order of preference among the implementations that can run a call (reference: only when forced)
-prefer("chunk_gated_delta_rule", "mindspeed", "fla_fused_recurrent", "fla", "triton", "torch", "reference")
+prefer("chunk_gated_delta_rule", "mindspeed", "fla_fused_recurrent", "fla", "triton", "torch_recurrent", "torch",
+       "reference")
 
 # each implementation registers itself in its own module
-from sp_kernels.gated_delta_rule import chunk, fla, mindspeed, naive, triton  # noqa: E402,F401
+from sp_kernels.gated_delta_rule import chunk, fla, mindspeed, naive, recurrent, triton  # noqa: E402,F401
 
 __all__ = ["chunk_gated_delta_rule"]

@@ -6,6 +6,7 @@ restarts into ``cu_seqlens`` for the conv, the delta rule and attention.
 """
 from __future__ import annotations
 
+import functools
 import inspect
 from dataclasses import dataclass
 
@@ -57,13 +58,26 @@ def cu_seqlens_from_position_ids(position_ids: torch.Tensor) -> torch.Tensor | N
     return torch.cat([starts.new_zeros(1), starts, starts.new_full((1,), T)]).long()
 
 
+@functools.lru_cache(maxsize=None)
+def _signature(forward) -> tuple[inspect.Signature, str | None]:
+    """``forward``'s signature (with ``self``) and the name of its ``**kwargs`` (made once per function: reading a
+    signature costs more than a decoding step's hooks otherwise do)."""
+    sig = inspect.signature(forward)
+    var = [n for n, p in sig.parameters.items() if p.kind is inspect.Parameter.VAR_KEYWORD]
+    return sig, (var[0] if var else None)
+
+
 def call_arguments(module, args, kwargs) -> dict:
     """The arguments of a call to ``module.forward`` by name (extra ``**kwargs`` merged in)."""
-    sig = inspect.signature(module.forward)
-    bound = sig.bind_partial(*args, **kwargs).arguments
-    for name, param in sig.parameters.items():
-        if param.kind is inspect.Parameter.VAR_KEYWORD and name in bound:
-            bound.update(bound.pop(name))
+    forward = module.forward
+    function = getattr(forward, "__func__", None)
+    head = (module,) if function is not None and getattr(forward, "__self__", None) is module else ()
+    sig, var = _signature(function if head else forward)
+    bound = sig.bind_partial(*head, *args, **kwargs).arguments
+    if head:
+        bound.pop(next(iter(sig.parameters)))
+    if var is not None and var in bound:
+        bound.update(bound.pop(var))
     return bound
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from sp_kernels.causal_conv1d.update import causal_conv1d_update
 from sp_kernels.kernelize.batch import BATCH_KWARG
 from sp_kernels.kernelize.compat import the_cache
 from sp_kernels.sp.comm import all_to_all
@@ -69,12 +70,9 @@ def gated_deltanet_forward(self, hidden_states: torch.Tensor, cache=None, attent
     weight = self.conv1d.weight.squeeze(1)
     conv_state = cache_params.get_conv_state(self.layer_idx) if cache_params is not None else None
     if conv_state is not None and T == 1 and not cache_params.is_recording_past(self.layer_idx):
-        # one-token decode: the cache holds the last W inputs, our conv state is the last W - 1
-        new_input = mixed_qkv.transpose(1, 2)
-        mixed_qkv, _ = conv(mixed_qkv, weight, bias=self.conv1d.bias, activation=self.activation,
-                            initial_state=conv_state[..., 1:].to(mixed_qkv.dtype), output_final_state=False,
-                            cu_seqlens=None)
-        conv_state.copy_(torch.cat([conv_state[..., 1:], new_input.to(conv_state.dtype)], dim=-1))
+        # one-token decode: a step on the cache's last W inputs, in place
+        mixed_qkv = causal_conv1d_update(mixed_qkv[:, 0], conv_state, weight, self.conv1d.bias,
+                                         self.activation)[:, None]
     else:
         if cache_params is not None:  # prefill / chunked prefill: the cache returns [state | new] inputs
             full = cache_params.update_conv_state(mixed_qkv.transpose(1, 2), self.layer_idx,

@@ -36,10 +36,8 @@ class _Rotary(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, cos, sin):
-        out = x.new_empty(x.shape, dtype=torch.promote_types(x.dtype, cos.dtype))
-        _rotate(x, cos, sin, out, 1.0)
         ctx.save_for_backward(x, cos, sin)
-        return out
+        return _rotated(x, cos, sin)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
@@ -65,7 +63,15 @@ def rotary_torch(q, k, cos, sin, unsqueeze_dim=1):
     """Validated arguments as :func:`kernels.apply_rotary_pos_emb`."""
     cos = cos.unsqueeze(unsqueeze_dim)
     sin = sin.unsqueeze(unsqueeze_dim)
-    return _Rotary.apply(q, cos, sin), _Rotary.apply(k, cos, sin)
+    if torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, cos, sin)):
+        return _Rotary.apply(q, cos, sin), _Rotary.apply(k, cos, sin)
+    return _rotated(q, cos, sin), _rotated(k, cos, sin)  # inference (decoding): no autograd node
+
+
+def _rotated(x, cos, sin):
+    out = x.new_empty(x.shape, dtype=torch.promote_types(x.dtype, cos.dtype))
+    _rotate(x, cos, sin, out, 1.0)
+    return out
 
 
 register(

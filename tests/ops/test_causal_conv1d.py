@@ -249,6 +249,23 @@ def test_state_conversion_with_transformers_causal_conv1d_update():
     torch.testing.assert_close(final, conv_state[..., 1:], atol=0, rtol=0)  # transformers' -> ours
 
 
+@pytest.mark.parametrize("bias, activation", [(True, "silu"), (False, None)], ids=["bias-silu", "plain"])
+def test_decode_update_matches_reference(bias, activation):
+    """Our one-token update on transformers' [B, D, W] cache, token by token == the float64 reference over the
+    whole sequence from the same state; the cache ends holding the last W inputs."""
+    from sp_kernels.causal_conv1d.update import causal_conv1d_update
+
+    W = 4
+    inputs = _inputs(2, 6, 5, W, bias=bias, state=True, seed=8)
+    y, final = causal_conv1d(**inputs, activation=activation, output_final_state=True, impl="reference")
+    conv_state = F.pad(inputs["initial_state"], (1, 0))
+    steps = [causal_conv1d_update(inputs["x"][:, t], conv_state, inputs["weight"], inputs["bias"], activation)
+             for t in range(inputs["x"].shape[1])]
+    torch.testing.assert_close(torch.stack(steps, dim=1), y, atol=1e-12, rtol=1e-12)
+    torch.testing.assert_close(conv_state[..., 1:], final, atol=0, rtol=0)
+    torch.testing.assert_close(conv_state[..., 0], inputs["x"][:, -W], atol=0, rtol=0)
+
+
 # --- dispatch -------------------------------------------------------------------------------------------------
 
 

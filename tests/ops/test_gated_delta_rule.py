@@ -327,3 +327,64 @@ def test_blocks_of_chunks_match_reference(monkeypatch, block):
     inputs = make_inputs(2, 330, 1, 2, 8, 16, n_states=2, seed=13)  # 6 chunks
     kw = dict(output_final_state=True, use_qk_l2norm_in_kernel=True, scale=0.6)
     assert_parity(run("torch", inputs, **kw), run("reference", inputs, **kw), atol=1e-9, rtol=1e-9)
+
+
+# ---- the token-by-token path for short inputs (decoding) ------------------------------------------------------
+
+SHORT = [  # B, T, H, HV, K, V
+    pytest.param((2, 1, 2, 4, 16, 8), id="T1-gva"),
+    pytest.param((1, 5, 1, 3, 8, 8), id="T5-gva3"),
+    pytest.param((2, 16, 2, 2, 16, 16), id="T16==K"),
+]
+
+
+@pytest.mark.parametrize("shape", SHORT)
+@pytest.mark.parametrize("l2norm", [True, False], ids=["l2norm", "no-l2norm"])
+@pytest.mark.parametrize("with_state", [True, False], ids=["state", "no-state"])
+def test_recurrent_matches_reference(shape, l2norm, with_state):
+    inputs = make_inputs(*shape, l2norm=l2norm, n_states=shape[0] if with_state else None, seed=sum(shape) + 1)
+    kw = dict(output_final_state=True, use_qk_l2norm_in_kernel=l2norm, scale=0.8)
+    got = run("torch_recurrent", inputs, **kw)
+    assert got[0].dtype == torch.float64 and got[1].dtype == torch.float64
+    assert_parity(got, run("reference", inputs, **kw), atol=1e-10, rtol=1e-10)
+    inputs32 = {n: None if x is None else x.float() for n, x in inputs.items()}
+    assert_parity(run("torch_recurrent", inputs32, **kw), run("reference", inputs, **kw), atol=2e-5, rtol=2e-5)
+
+
+def test_recurrent_packed_and_bf16():
+    lengths = [1, 0, 5, 3]
+    cu = torch.tensor([0] + lengths).cumsum(0)
+    inputs = make_inputs(1, sum(lengths), 2, 4, 16, 16, n_states=len(lengths), seed=17)
+    kw = dict(output_final_state=True, use_qk_l2norm_in_kernel=True, cu_seqlens=cu)
+    assert_parity(run("torch_recurrent", inputs, **kw), run("reference", inputs, **kw), atol=1e-10, rtol=1e-10)
+    low = {n: x.to(torch.float32 if n in ("g", "initial_state") else torch.bfloat16) for n, x in inputs.items()}
+    got = run("torch_recurrent", low, **kw)
+    assert got[0].dtype == torch.bfloat16 and got[1].dtype == torch.float32
+    assert_parity(got, run("reference", {n: x.double() for n, x in low.items()}, **kw), atol=3e-2, rtol=3e-2)
+
+
+def test_recurrent_without_grad_steps_in_place_on_a_copy():
+    """Decoding (no autograd): the state is updated in place, on a copy; the caller's state is untouched and the
+    result equals the recorded (out-of-place) path."""
+    x = make_inputs(2, 3, 2, 4, 8, 8, n_states=2, seed=19)
+    before = x["initial_state"].clone()
+    args = [x[n] for n in NAMES[:5]]
+    kw = dict(initial_state=x["initial_state"], output_final_state=True, use_qk_l2norm_in_kernel=True,
+              impl="torch_recurrent")
+    with torch.no_grad():
+        o, state = chunk_gated_delta_rule(*args, **kw)
+    torch.testing.assert_close(x["initial_state"], before, atol=0, rtol=0)
+    want_o, want_state, _ = run("reference", x, output_final_state=True, use_qk_l2norm_in_kernel=True)
+    torch.testing.assert_close(o, want_o, atol=1e-12, rtol=1e-12)
+    torch.testing.assert_close(state, want_state, atol=1e-12, rtol=1e-12)
+
+
+def test_short_inputs_select_the_recurrent_path():
+    from dispatch import Context, detect, select
+    from sp_kernels.gated_delta_rule.recurrent import MAX_T
+
+    shapes = {"B": 1, "H": 2, "HV": 4, "K": 16, "V": 16}
+    pick = {T: select(OP, Context(OP, detect(torch.device("cpu")), torch.float32, {**shapes, "T": T})).chosen.name
+            for T in (1, MAX_T, MAX_T + 1)}
+    assert pick == {1: "torch_recurrent", MAX_T: "torch_recurrent", MAX_T + 1: "torch"}
+    assert select(OP, Context(OP, detect(torch.device("cpu")), torch.float32, shapes)).chosen.name == "torch"
