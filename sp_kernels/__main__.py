@@ -1,4 +1,4 @@
-"""Command line: ``python -m kernels {demo,explain,ub,bench,compile-check} ...`` (``python -m kernels COMMAND -h``
+"""Command line: ``python -m kernels {demo,explain,ub,bench,compile-check,selftest} ...`` (``python -m kernels COMMAND -h``
 lists a command's options). A bad option is one ``error:`` line on stderr and exit code 2."""
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ class _Parser(argparse.ArgumentParser):
 
 def _parser() -> argparse.ArgumentParser:
     from sp_kernels.bench import OPS as BENCH_OPS
+    from dispatch import OPS
     from sp_kernels.explain import ModelShape
 
     p = _Parser(prog="python -m kernels", description=__doc__)
@@ -60,6 +61,14 @@ def _parser() -> argparse.ArgumentParser:
     cc.add_argument("--write", action="store_true", help="store the results in dispatch/data/compile_table.json")
     cc.add_argument("--ascend-python", default=None, help="interpreter with triton-ascend + ascendnpu-ir")
     cc.add_argument("--arch", default="Ascend910B3")
+
+    st = sub.add_parser("selftest", help="run every implementation this device can run against the float64 "
+                        "references (forward, backward), with times vs the torch path; exit 1 on a mismatch")
+    st.add_argument("--json", default=None, metavar="FILE", help="also write the report (device, rows, verdict)")
+    st.add_argument("--device", default=None, help="a device that is here: cpu, cuda, cuda:1, npu, ... (default: the "
+                    "GPU or NPU if there is one, else the CPU)")
+    st.add_argument("--op", action="append", choices=OPS, default=None, help="only this op (repeatable)")
+    st.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
     return p
 
 
@@ -135,6 +144,25 @@ def _explain(args) -> int:
     return 0
 
 
+def _selftest(args) -> int:
+    import os
+
+    from sp_kernels import selftest
+
+    device = None
+    if args.device is not None:
+        profile = _profile(args.device)
+        if profile.simulated:
+            raise ValueError(f"device: {args.device!r} is a simulated profile (for explain); the self-test needs a "
+                             "real device")
+        device = args.device
+    if args.json is not None:
+        folder = os.path.dirname(os.path.abspath(args.json))
+        if os.path.isdir(args.json) or not os.path.isdir(folder):
+            raise ValueError(f"json: cannot write {args.json!r} (not a file in an existing directory)")
+    return selftest.run(device, ops=args.op, json_path=args.json, seed=args.seed)
+
+
 def main(argv=None) -> int:
     args, extra = _parser().parse_known_args(argv)
     if extra and args.command != "ub":
@@ -153,6 +181,8 @@ def main(argv=None) -> int:
                                  arch=args.arch, calibration=args.calibration)
         if args.command == "demo":
             return _demo(args)
+        if args.command == "selftest":
+            return _selftest(args)
         return _explain(args)
     except (ValueError, TypeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
