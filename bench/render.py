@@ -20,6 +20,9 @@ def load(path: Path):
         if "sp" in extra:  # bench_sp: one case per sp_size, its numbers per rank
             paired.append(extra["sp"])
             continue
+        if "model" in extra:  # bench_decode / bench_step: the model as users run it, ours and transformers'
+            paired.append(extra["model"])
+            continue
         if "paired" in extra or "paired_scaling" in extra:
             paired.append(extra.get("paired") or extra["paired_scaling"])
             continue
@@ -39,15 +42,47 @@ def _ratio(x: float) -> str:
     return f"{x:.2f}x faster" if x >= 1 else f"{1 / x:.2f}x slower"
 
 
+def model_table(models) -> list[str]:
+    """Decode ms/token and the training step: ours vs transformers, alternated in one run, against the target."""
+    out = []
+    decode = [m for m in models if m["kind"] == "decode"]
+    if decode:
+        out += [f"### decoding: greedy generate with a cache, {decode[0]['T']}-token prompt, {decode[0]['new_tokens']} "
+                "new tokens (fp32; ours and transformers alternated, best median per side)", "",
+                "| hidden | ours (ms/token) | transformers (ms/token) | ours / transformers | target | weights' floor "
+                "(ms/token) | same tokens |", "|---|---|---|---|---|---|---|"]
+        for m in decode:
+            ratio = m["ours_s"] / m["transformers_s"]
+            out.append(f"| {m['hidden']} | {1e3 * m['ours_s']:.2f} | {1e3 * m['transformers_s']:.2f} | {ratio:.2f}x | "
+                       f"<= {m['target']}x {'(met)' if ratio <= m['target'] else '(not met)'} | "
+                       f"{1e3 * m['weights_floor_s']:.2f} ({m['weights_bytes'] / 2**20:.0f} MB) | "
+                       f"{'yes' if m['same_tokens'] else 'NO'} |")
+        out.append("")
+    for m in (m for m in models if m["kind"] == "step"):
+        ratio = m["transformers_s"] / m["ours_s"]
+        prof = m["profile"]
+        out += [f"### training step: forward+backward with labels, hidden {m['hidden']}, T={m['T']} (fp32; alternated, "
+                "best of each)", "", "| ours (s) | transformers (s) | speed-up | target |", "|---|---|---|---|",
+                f"| {m['ours_s']:.2f} | {m['transformers_s']:.2f} | {ratio:.2f}x | >= {m['target']}x "
+                f"{'(met)' if ratio >= m['target'] else '(not met)'} |", "",
+                f"Split of one more kernelized step ({prof['total_s']:.2f} s): inside our autograd nodes "
+                f"{prof['ours_s']:.2f} s, the rest (common to both) {prof['common_s']:.2f} s.", "",
+                "| node | seconds |", "|---|---|"]
+        out += [f"| {name} | {s:.3f} |" for name, s in sorted(prof["ours_by_node_s"].items())]
+        out.append("")
+    return out
+
+
 def table(rows, paired, ceil) -> str:
     by_group = defaultdict(list)
     for r in rows:
         by_group[r["group"]].append(r)
     out = [f"Ceilings measured in the same run: {ceil.get('matmul_gflops')} GFLOP/s fp32 matmul, "
            f"{ceil.get('copy_gbps')} GB/s copy. Times are the best of each case's rounds.", ""]
-    ratios = [p for p in paired if "ours_s" in p]
+    ratios = [p for p in paired if "ours_s" in p and "kind" not in p]
     scaling = [p for p in paired if "long_s" in p]
     sp = sorted((p for p in paired if "sp_size" in p), key=lambda p: p["sp_size"])
+    out += model_table([p for p in paired if "kind" in p])
     if sp:
         one = next((p for p in sp if p["sp_size"] == 1), None)
         out += [f"### sequence parallel, fp32 forward+backward with labels, V={sp[0]['V']} T={sp[0]['T']} "
@@ -108,8 +143,9 @@ def plot(rows, paired, path: Path, title: str) -> None:
 
     groups = sorted({r["group"] for r in rows})
     sp = sorted((p for p in paired if "sp_size" in p), key=lambda p: p["sp_size"])
-    paired = [p for p in paired if "ours_s" in p]
-    panels = len(groups) + bool(paired) + bool(sp)
+    models = [p for p in paired if "kind" in p]
+    paired = [p for p in paired if "ours_s" in p and "kind" not in p]
+    panels = len(groups) + bool(paired) + bool(sp) + bool(models)
     cols = 2
     fig, axes = plt.subplots((panels + cols - 1) // cols, cols, figsize=(12, 3.2 * ((panels + 1) // 2)),
                              squeeze=False)
@@ -129,7 +165,18 @@ def plot(rows, paired, path: Path, title: str) -> None:
         ax.set_ylabel("peak memory growth per rank (MB)")
         ax.set_title(f"sequence parallel fwd+bwd, V={sp[0]['V']} T={sp[0]['T']}", fontsize=9)
         ax.grid(alpha=0.3, axis="y")
-    for ax, group in zip(list(axes.flat)[bool(paired) + bool(sp):], groups):
+    if models:  # next panel: the model-level ratios against their targets
+        ax = axes.flat[int(bool(paired)) + int(bool(sp))]
+        labels = [f"decode hidden {m['hidden']}" if m["kind"] == "decode" else f"step T={m['T']}" for m in models]
+        ax.barh(labels, [m["transformers_s"] / m["ours_s"] for m in models])
+        for i, m in enumerate(models):  # the target, as a speed-up
+            target = 1 / m["target"] if m["kind"] == "decode" else m["target"]
+            ax.plot([target, target], [i - 0.4, i + 0.4], color="r", lw=1.5)
+        ax.axvline(1.0, color="k", lw=0.8)
+        ax.set_xlabel("transformers time / our time (red: target)")
+        ax.set_title("model level: decode ms/token, training step", fontsize=9)
+        ax.grid(alpha=0.3, axis="x")
+    for ax, group in zip(list(axes.flat)[bool(paired) + bool(sp) + bool(models):], groups):
         series = defaultdict(list)
         for r in rows:
             if r["group"] == group:
