@@ -1,5 +1,5 @@
-"""Command line: ``python -m kernels {demo,explain,ub,bench,compile-check,selftest} ...`` (``python -m kernels COMMAND -h``
-lists a command's options). A bad option is one ``error:`` line on stderr and exit code 2."""
+"""Command line: ``python -m kernels {demo,explain,ub,bench,compile-check,selftest} ...`` (``python -m kernels
+COMMAND -h`` lists a command's options). A bad option is one ``error:`` line on stderr and exit code 2."""
 from __future__ import annotations
 
 import argparse
@@ -18,8 +18,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _parser() -> argparse.ArgumentParser:
-    from sp_kernels.bench import OPS as BENCH_OPS
     from dispatch import OPS
+    from sp_kernels.bench import OPS as BENCH_OPS
     from sp_kernels.explain import ModelShape
 
     p = _Parser(prog="python -m kernels", description=__doc__)

@@ -288,8 +288,10 @@ class _Runner:
             worst = diff.max().item() if finite else math.inf
             ratio = (diff / (atol + rtol * want.abs())).max().item() if finite else math.inf
             ratios.append(ratio)
-            if not bool((diff <= atol + rtol * want.abs()).all()):  # NaN compares False: a mismatch
-                bad.append(f"{name}: max |err| {worst:.2e}, {ratio:.2g}x the tolerance")
+            if not finite:
+                bad.append(f"{name}: not finite (NaN or inf)")
+            elif not bool((diff <= atol + rtol * want.abs()).all()):
+                bad.append(f"{name}: max |err| {worst:.2e} ({ratio:.2g}x tol)")
             return worst
 
         names = OUTPUT_NAMES[self.case.op]
@@ -397,12 +399,10 @@ def render(rows: list[Row]) -> str:
     for r in rows:
         per_impl.setdefault((r.op, r.implementation), 0)
         per_impl[(r.op, r.implementation)] += 1
-    if notes:
-        lines += ["", "forward only:"]
-        lines += [f"  {op} {name} [{', '.join(cases)}]: {why}" for (op, name, why), cases in notes.items()]
-    if skipped:
-        lines += ["", "not run here:"]
-        for (op, name, why), cases in skipped.items():
+    for title, groups in (("forward only:", notes), ("not run here:", skipped)):
+        if groups:
+            lines += ["", title]
+        for (op, name, why), cases in groups.items():
             which = "all cases" if len(cases) == per_impl[(op, name)] else ", ".join(cases)
             lines.append(f"  {op} {name} [{which}]: {why}")
     return "\n".join(lines)
@@ -445,7 +445,7 @@ def run(device: torch.device | None = None, ops=None, json_path: str | None = No
         cases = [c for c in CASES if c.op == op]
         got = [run_case(case, dtype, device, profile, seed, names) for case in cases for dtype in DTYPES]
         rows += [row for name in names for case_rows in got for row in case_rows if row.implementation == name]
-    seconds = time.perf_counter() - start
+    seconds = round(time.perf_counter() - start, 1)
     ran = [r for r in rows if r.status != "not run"]
     failed = [r for r in ran if r.status != "ok"]
     verdict = "ok" if ran and not failed else "fail"
@@ -470,7 +470,7 @@ def run(device: torch.device | None = None, ops=None, json_path: str | None = No
             "rows": [{k: _json_value(v) for k, v in asdict(r).items()} for r in rows],
             "verdict": verdict,
             "failures": [f"{r.op}/{r.implementation} [{r.case}, {r.dtype}]: {r.detail}" for r in failed],
-            "seconds": round(seconds, 2),
+            "seconds": seconds,
         }
         with open(json_path, "w") as f:
             json.dump(report, f, indent=1, default=str)
