@@ -10,10 +10,21 @@ import torch
 import torch.nn.functional as F
 
 from dispatch import Context
+from dispatch import ub
 from dispatch.ub import Launch
 from sp_kernels._tiles import cdiv as _cdiv, next_pow2 as _next_pow2
 from dispatch import Implementation, register
 from sp_kernels._lazy import lazy
+
+
+#: the Unified Buffer models of fla's causal conv kernels on an NPU (coefficients: dispatch/data/ub_models.json)
+UB_MODELS = (
+    "fla.causal_conv1d_fwd_coregrid", "fla.causal_conv1d_fwd_coregrid.varlen", "fla.causal_conv1d_bwd_coregrid",
+    "fla.causal_conv1d_bwd_coregrid.tail", "fla.causal_conv1d_bwd_coregrid.varlen", "fla.causal_conv1d_fwd",
+    "fla.causal_conv1d_bwd_dx", "fla.causal_conv1d_bwd_dwdb", "fla.causal_conv1d_bwd",
+    "fla.causal_conv1d_fwd_generic", "fla.causal_conv1d_bwd_generic",
+)
+ub.register(*UB_MODELS)
 
 
 def to_fla_state(state: torch.Tensor | None) -> torch.Tensor | None:

@@ -99,6 +99,54 @@ def bwd_dwdb(dtype, BT, BD, varlen=False) -> CompileSpec:
         dtype, {"BT": BT, "BD": BD, "W": W}, note="calibration grid; legacy bwd dw (no bias)")
 
 
+GENERIC_MODULE = "fla.modules.causal_conv1d.ops"
+#: the autotune set of fla's generic (GPU) conv kernels: ``BD`` in 16..128; ``BT`` is the host's chunk size (64)
+GENERIC_BDS = (16, 32, 64, 128)
+GENERIC_BT = 64
+
+
+def _strides(*names: str) -> tuple[dict, dict]:
+    """(signature, constexprs) of ``[B, T, D]`` strides: the batch stride i64, the time stride i32, the channel
+    stride 1 (a specialised constant at a launch on contiguous tensors)."""
+    sig, cx = {}, {}
+    for n in names:
+        sig[f"stride_{n}_n"], sig[f"stride_{n}_t"], cx[f"stride_{n}_d"] = "i64", "i32", 1
+    return sig, cx
+
+
+def bwd_generic(dtype, BT, BD, bias=True, module=GENERIC_MODULE) -> CompileSpec:
+    """fla's generic autotuned ``causal_conv1d_bwd_kernel`` (``fla/modules/causal_conv1d/ops.py``; fla 0.5.2:
+    ``fla/modules/conv/triton/kernels.py``): the kernel fla runs where its Triton-Ascend backend is not dispatched.
+    Training configuration with silu and the weight; ``bias`` adds ``db`` (the configuration the seed's overflow was
+    measured in). ``y`` is the pre-activation, ``dw`` / ``db`` per-chunk float32 partials, as fla's host allocates."""
+    sig_s, cx_s = _strides("x", "dx", "dy")
+    extra = {"NB": 1} if module != GENERIC_MODULE else {}  # fla 0.5.2's kernel takes an unused NB constexpr
+    return CompileSpec(
+        "fla.causal_conv1d_bwd_generic", module, "causal_conv1d_bwd_kernel",
+        {**_ptrs(dtype, "x", "y", "weight", "dy", "dx"), "dw": "*fp32", **({"db": "*fp32"} if bias else {}),
+         "B": "i32", "T": "i32", **sig_s},
+        {"initial_state": None, "dht": None, "cu_seqlens": None, "chunk_indices": None,
+         **({} if bias else {"db": None}), **cx_s, "D": D, "W": W, "BT": BT, "BW": W, "BD": BD,
+         "ACTIVATION": "silu", "HAS_WEIGHT": True, "HAS_BIAS": bias, "USE_INITIAL_STATE": False,
+         "USE_FINAL_STATE": False, "IS_VARLEN": False, **extra},
+        dtype, {"BT": BT, "BD": BD, "W": W},
+        note=f"generic bwd (silu, weight{', bias' if bias else ''}){'' if module == GENERIC_MODULE else ' ' + module}")
+
+
+def fwd_generic(dtype, BT, BD, bias=True) -> CompileSpec:
+    """fla's generic autotuned ``causal_conv1d_fwd_kernel`` as the training forward launches it (silu, weight,
+    ``bias``; no residual, no initial state)."""
+    sig_s, cx_s = _strides("x")
+    return CompileSpec(
+        "fla.causal_conv1d_fwd_generic", GENERIC_MODULE, "causal_conv1d_fwd_kernel",
+        {**_ptrs(dtype, "x", "y", "weight", *(("bias",) if bias else ())), "B": "i32", "T": "i32", **sig_s},
+        {"residual": None, "cu_seqlens": None, "initial_state": None, "chunk_indices": None,
+         **({} if bias else {"bias": None}), **cx_s, "D": D, "W": W, "BT": BT, "BW": W, "BD": BD,
+         "ACTIVATION": "silu", "HAS_WEIGHT": True, "HAS_BIAS": bias, "HAS_RESIDUAL": False,
+         "USE_INITIAL_STATE": False, "IS_VARLEN": False},
+        dtype, {"BT": BT, "BD": BD, "W": W}, note=f"generic fwd (silu, weight{', bias' if bias else ''})")
+
+
 def _builders():
     return [
         lambda dt, bt, bd: fwd_coregrid(dt, bt, bd),
