@@ -218,46 +218,61 @@ class _Runner:
     def __init__(self, case: Case, dtype: torch.dtype, device: torch.device, seed: int):
         self.case, self.dtype, self.device = case, dtype, device
         gen = torch.Generator().manual_seed(seed)
-        self.tensors, self.kwargs = case.make(gen, dtype)
+        tensors, self.kwargs = case.make(gen, dtype)
         self.fn = _public(case.op)
-        ref_out, ref_grads = self._run(REFERENCE, torch.device("cpu"), backward=True, float64=True, gen=gen)
-        self.reference = (ref_out, ref_grads)
+        cpu = torch.device("cpu")
+        # the inputs, once per device (copies: nothing a run does reaches them), and the float64 ones of the reference
+        self.inputs = {device: {n: t.to(device, copy=True) for n, t in tensors.items()},
+                       "float64": {n: t.to(cpu, torch.float64, copy=True) for n, t in tensors.items()}}
+        self.cotangents = None
+        self._cot: dict = {}
+        leaves, kwargs = self._prepare("float64", cpu, backward=True)
+        out = [o for o in _outputs(self.fn(**leaves, **kwargs, impl=REFERENCE)) if o is not None]
+        # the cotangents of the outputs, rounded to the case's dtype: exactly the same numbers whatever an
+        # implementation's output dtype (bf16 o, fp32 state)
+        self.cotangents = [_randn(gen, *o.shape).to(dtype).double() for o in out]
+        self.reference = self._backward(out, leaves, self.cotangents)
 
-    def _inputs(self, device, backward: bool, float64: bool):
-        leaves = {}
-        for n, t in self.tensors.items():
-            t = (t.double() if float64 else t).to(device)
-            leaves[n] = t.requires_grad_() if backward and n in self.case.grads else t
+    def _prepare(self, key, device, backward: bool):
+        """Fresh leaves (the inputs the case differentiates require grad) and the other keyword arguments."""
+        leaves = {n: t.detach().clone().requires_grad_(backward and n in self.case.grads)
+                  for n, t in self.inputs[key].items()}
         kwargs = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in self.kwargs.items()}
         return leaves, kwargs
 
-    def _run(self, impl, device, backward, float64=False, gen=None):
-        leaves, kwargs = self._inputs(device, backward, float64)
-        if not backward:
-            with torch.no_grad():
-                return [o for o in _outputs(self.fn(**leaves, **kwargs, impl=impl)) if o is not None], {}
-        out = [o for o in _outputs(self.fn(**leaves, **kwargs, impl=impl)) if o is not None]
-        if gen is not None:  # the reference run draws the cotangents, rounded to the case's dtype: exactly the
-            # same numbers whatever an implementation's output dtype (bf16 o, fp32 state)
-            self.cotangents = [_randn(gen, *o.shape).to(self.dtype).double() for o in out]
-        cot = [c.to(device, o.dtype) for c, o in zip(self.cotangents, out)]
+    def _backward(self, out, leaves, cotangents):
         names = [n for n in self.case.grads if leaves[n].requires_grad]
-        pairs = [(o, c) for o, c in zip(out, cot) if o.requires_grad]
+        pairs = [(o, c) for o, c in zip(out, cotangents) if o.requires_grad]
         got = torch.autograd.grad([o for o, _ in pairs], [leaves[n] for n in names], [c for _, c in pairs],
                                   allow_unused=True) if pairs else [None] * len(names)
         return out, dict(zip(names, got))
 
+    def _run(self, impl, backward, leaves, kwargs):
+        if not backward:
+            with torch.no_grad():
+                return [o for o in _outputs(self.fn(**leaves, **kwargs, impl=impl)) if o is not None], {}
+        out = [o for o in _outputs(self.fn(**leaves, **kwargs, impl=impl)) if o is not None]
+        cot = []
+        for c, o in zip(self.cotangents, out):
+            key = (id(c), o.dtype)
+            if key not in self._cot:
+                self._cot[key] = c.to(self.device, o.dtype)
+            cot.append(self._cot[key])
+        return self._backward(out, leaves, cot)
+
     def timed(self, impls: list[str], backward: bool) -> list[float]:
-        """Median wall time in ms of ``REPEATS`` calls of each implementation (after a warm-up), synchronised; the
-        implementations take turns, so a machine that gets busier slows them alike."""
+        """Median wall time in ms of ``REPEATS`` calls of each implementation (after a warm-up; the inputs are
+        made before the clock starts), synchronised; the implementations take turns, so a machine that gets busier
+        slows them alike."""
         times: list[list[float]] = [[] for _ in impls]
         for impl in impls:
-            self._run(impl, self.device, backward)
+            self._run(impl, backward, *self._prepare(self.device, self.device, backward))
         for _ in range(REPEATS):
             for impl, spent in zip(impls, times):
+                args = self._prepare(self.device, self.device, backward)
                 _sync(self.device)
                 start = time.perf_counter()
-                self._run(impl, self.device, backward)
+                self._run(impl, backward, *args)
                 _sync(self.device)
                 spent.append((time.perf_counter() - start) * 1e3)
         return [statistics.median(t) for t in times]
@@ -266,7 +281,7 @@ class _Runner:
         """Max abs error of the outputs and of the gradients, the largest error in units of the tolerance, and the
         tensors that do not match."""
         atol, rtol = TOLERANCES[self.dtype]
-        out, grads = self._run(impl, self.device, backward)
+        out, grads = self._run(impl, backward, *self._prepare(self.device, self.device, backward))
         ref_out, ref_grads = self.reference
         bad: list[str] = []
         ratios = [0.0]
@@ -307,7 +322,8 @@ OUTPUT_NAMES = {"chunk_gated_delta_rule": ("o", "final_state"), "causal_conv1d":
 
 
 def _plan(impl, ctx_grad: Context, ctx_fwd: Context) -> tuple[str | None, str]:
-    """``('fwd+bwd' | 'fwd' | None, why)`` for one implementation on one case."""
+    """``('fwd+bwd' | 'fwd' | None, why)`` for one implementation on one case: why it runs forward only (the reason
+    its check gives with gradients), or why it does not run."""
     if not impl.selectable:
         return None, "not selectable: used only when forced"
     ok, why = impl.check(ctx_grad)
@@ -315,8 +331,13 @@ def _plan(impl, ctx_grad: Context, ctx_fwd: Context) -> tuple[str | None, str]:
         return "fwd+bwd", ""
     ok_fwd, why_fwd = impl.check(ctx_fwd)
     if ok_fwd:
-        return "fwd", f"forward only: {why}"
+        return "fwd", why  # why the check refuses gradients
     return None, why_fwd
+
+
+def _one_line(exc: Exception) -> str:
+    first = (str(exc).strip().splitlines() or [""])[0]
+    return f"{type(exc).__name__}: {first[:300]}"
 
 
 def run_case(case: Case, dtype: torch.dtype, device: torch.device, profile: DeviceProfile, seed: int,
@@ -327,13 +348,21 @@ def run_case(case: Case, dtype: torch.dtype, device: torch.device, profile: Devi
     table = implementations(case.op)
     atol, rtol = TOLERANCES[dtype]
     base = torch_path(case.op)
-    base_plan = _plan(table[base], ctx_grad, ctx_fwd)[0] if base else None
+    try:
+        base_plan = _plan(table[base], ctx_grad, ctx_fwd)[0] if base else None
+    except Exception:  # its own row reports the error
+        base_plan = None
     base_can = {"fwd+bwd": base_plan == "fwd+bwd", "fwd": base_plan is not None}
     runner = None
     rows = []
     for name in names if names is not None else _ranked(case.op):
         row = Row(case.op, name, case.name, _short(dtype), "not run")
-        mode, why = _plan(table[name], ctx_grad, ctx_fwd)
+        try:
+            mode, why = _plan(table[name], ctx_grad, ctx_fwd)
+        except Exception as exc:  # a check that raises is a bug of the implementation's registration
+            row.status, row.detail = "error", f"its check raised {_one_line(exc)}"
+            rows.append(row)
+            continue
         row.detail = why
         if mode is None:
             rows.append(row)
@@ -346,7 +375,7 @@ def run_case(case: Case, dtype: torch.dtype, device: torch.device, profile: Devi
             row.fwd_error, row.bwd_error, row.err_over_tol, bad = runner.compare(name, backward)
             row.status = "mismatch" if bad else "ok"
             if bad:
-                row.detail = "; ".join(bad) + (f" ({why})" if why else "")
+                row.detail = "; ".join(bad) + (f" (forward only: {why})" if why else "")
             if not base_can[mode] or name == base:
                 row.ms = runner.timed([name], backward)[0]
                 row.torch_ms = row.ms if name == base else None
@@ -355,9 +384,7 @@ def run_case(case: Case, dtype: torch.dtype, device: torch.device, profile: Devi
             if row.torch_ms:
                 row.vs_torch = row.ms / row.torch_ms
         except Exception as exc:  # an implementation that raises is a failure to report, not a crash
-            row.status = "error"
-            first = (str(exc).strip().splitlines() or [""])[0]
-            row.detail = f"{type(exc).__name__}: {first[:300]}"
+            row.status, row.detail = "error", _one_line(exc)
         rows.append(row)
     return rows
 

@@ -72,12 +72,17 @@ def _conv_standins():
     def no_grad(ctx):
         return not ctx.requires_grad, "no backward (test)"
 
+    def broken_check(ctx):
+        raise KeyError("S")
+
     cpu = ("cpu",)
     return (Implementation("causal_conv1d", "wrong_standin", fn=wrong, device_types=cpu, priority=50),
             Implementation("causal_conv1d", "nan_standin", fn=nan, device_types=cpu, priority=50),
             Implementation("causal_conv1d", "raising_standin", fn=raises, device_types=cpu, priority=50),
             Implementation("causal_conv1d", "fwd_standin", fn=torch_conv, device_types=cpu, supports=no_grad),
-            Implementation("causal_conv1d", "short_standin", fn=torch_conv, device_types=cpu, supports=short_only))
+            Implementation("causal_conv1d", "short_standin", fn=torch_conv, device_types=cpu, supports=short_only),
+            Implementation("causal_conv1d", "broken_check_standin", fn=torch_conv, device_types=cpu,
+                           supports=broken_check))
 
 
 def test_a_wrong_implementation_fails_the_selftest_and_is_named(tmp_path, capsys):
@@ -92,11 +97,12 @@ def test_a_wrong_implementation_fails_the_selftest_and_is_named(tmp_path, capsys
     for r in report["rows"]:
         status.setdefault(r["implementation"], set()).add(r["status"])
     assert status["wrong_standin"] == status["nan_standin"] == {"mismatch"}
-    assert status["raising_standin"] == {"error"}
+    assert status["raising_standin"] == status["broken_check_standin"] == {"error"}
     assert status["torch"] == status["fwd_standin"] == {"ok"}
     assert status["short_standin"] == {"ok", "not run"}
     failing = {f.split(" [")[0] for f in report["failures"]}
-    assert failing == {"causal_conv1d/wrong_standin", "causal_conv1d/nan_standin", "causal_conv1d/raising_standin"}
+    assert failing == {"causal_conv1d/wrong_standin", "causal_conv1d/nan_standin", "causal_conv1d/raising_standin",
+                       "causal_conv1d/broken_check_standin"}
     wrong = next(r for r in report["rows"] if r["implementation"] == "wrong_standin")
     assert wrong["err_over_tol"] > 1 and "y: max |err|" in wrong["detail"] and "dx: max |err|" in wrong["detail"]
     nan = next(r for r in report["rows"] if r["implementation"] == "nan_standin")
@@ -109,7 +115,8 @@ def test_a_wrong_implementation_fails_the_selftest_and_is_named(tmp_path, capsys
     assert "causal_conv1d nan_standin [T1 D64 state, fp32] mismatch: y: not finite (NaN or inf); dx: not" in out
     assert "causal_conv1d raising_standin [T1 D64 state, bf16] error: RuntimeError: kernel launch failed" in out
     assert "second line" not in out
-    assert "forward only:\n  causal_conv1d fwd_standin [all cases]: forward only: no backward (test)" in out
+    assert "broken_check_standin [T1 D64 state, fp32] error: its check raised KeyError: 'S'" in out
+    assert "forward only:\n  causal_conv1d fwd_standin [all cases]: no backward (test)" in out
     assert "not run here:" in out and "triton [all cases]: runs on cuda/npu, not cpu" in out
     assert "short_standin [T70 D96 bias state fp32, T70 D96 bias state bf16]: T=70 > 16 (test)" in out
     # without the stand-ins, the same run passes
