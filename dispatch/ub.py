@@ -44,6 +44,11 @@ def _elem_class(elem: int) -> int:
     return 4 if elem >= 4 else 2
 
 
+def _key(key: str) -> int | str:
+    """A data key: an element size ("2", "4") or a dtype name."""
+    return int(key) if key.isdigit() else key
+
+
 def _terms(name: str, where: str, terms: Mapping[str, float], params: tuple[str, ...]):
     """``{"BT*BD": 304, "1": 8192}`` -> ``((("BT", "BD"), 304.0), ((), 8192.0))``; checked."""
     out = []
@@ -115,14 +120,15 @@ class UBModel:
         if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not 0 <= margin < 1:
             raise ValueError(f"{name}: margin: expected a fraction in [0, 1), got {margin!r}")
         phases = {}
-        for elem, rows in data.get("phases", {}).items():
-            if int(elem) not in (2, 4) or not rows:
-                raise ValueError(f"{name}: phases: expected element sizes 2 and 4 with at least one phase each")
-            phases[int(elem)] = tuple(
-                Phase(_terms(name, f"phases[{elem}] single", row.get("single", {}), params),
-                      _terms(name, f"phases[{elem}] double", row.get("double", {}), params)) for row in rows)
-        if phases and set(phases) != {2, 4}:
-            raise ValueError(f"{name}: phases: expected element sizes 2 and 4, got {sorted(phases)}")
+        for key, rows in data.get("phases", {}).items():
+            if key not in ("2", "4", *_DTYPES) or not rows:
+                raise ValueError(f"{name}: phases: expected element sizes 2 and 4 (and optionally a dtype name, "
+                                 f"e.g. fp16, where it differs from its size's), each with a phase; got {key!r}")
+            phases[_key(key)] = tuple(
+                Phase(_terms(name, f"phases[{key}] single", row.get("single", {}), params),
+                      _terms(name, f"phases[{key}] double", row.get("double", {}), params)) for row in rows)
+        if phases and not {2, 4} <= set(phases):
+            raise ValueError(f"{name}: phases: expected element sizes 2 and 4, got {sorted(map(str, phases))}")
         exceptions = []
         for ex in data.get("exceptions", ()):
             if ex.get("status") not in (FITS, FITS_SINGLE, OVERFLOW):
@@ -133,21 +139,27 @@ class UBModel:
                 raise ValueError(f"{name}: only an overflow exception carries the compiler's bits")
             exceptions.append(UBException(tuple(ex["dtypes"]), MappingProxyType(dict(ex["tile"])), ex["status"],
                                           ex["why"], ex.get("bits")))
-        minimum = {int(e): MappingProxyType(dict(m)) for e, m in data.get("min", {}).items()}
+        minimum = {_key(e): MappingProxyType(dict(m)) for e, m in data.get("min", {}).items()}
         return cls(name, params, MappingProxyType(phases), MappingProxyType(minimum), float(margin),
                    tuple(exceptions), tuple(data.get("parts", ())), data.get("source", ""))
 
-    def bits(self, elem: int, **tile: int) -> tuple[int, int]:
-        """``(single, double)``-buffered need in bits of a ``tile`` with ``elem``-byte elements (no margin)."""
+    def bits(self, elem: int | str, **tile: int) -> tuple[int, int]:
+        """``(single, double)``-buffered need in bits of a ``tile`` with ``elem``-byte elements, or of dtype ``elem``
+        (``"bf16"``: its own phases where the model has them, else its size's), without the margin."""
         if self.parts:
             both = [_lookup(p, MODELS).bits(elem, **tile) for p in self.parts]
             return max(b[0] for b in both), max(b[1] for b in both)
-        cls = _elem_class(elem)
-        t = {k: max(v, self.minimum.get(cls, {}).get(k, v)) for k, v in tile.items()}
+        if isinstance(elem, str):
+            cls = elem if elem in self.phases else _elem_class(_DTYPES[elem].itemsize)
+            low = self.minimum.get(elem, self.minimum.get(_elem_class(_DTYPES[elem].itemsize), {}))
+        else:
+            cls = _elem_class(elem)
+            low = self.minimum.get(cls, {})
+        t = {k: max(v, low.get(k, v)) for k, v in tile.items()}
         peaks = [phase.bits(t) for phase in self.phases[cls]]
         return round(max(p[0] for p in peaks)), round(max(p[1] for p in peaks))
 
-    def bytes(self, elem: int, **tile: int) -> tuple[int, int]:
+    def bytes(self, elem: int | str, **tile: int) -> tuple[int, int]:
         single, double = self.bits(elem, **tile)
         return -(-single // 8), -(-double // 8)
 
@@ -301,7 +313,7 @@ def estimate(name: str, *, arch: str | DeviceProfile, dtype, **tile: int) -> UBE
             raise ValueError(f"{key}: expected a positive int, got {value!r}")
     profile = _profile(arch)
     dt = _dtype(dtype)
-    single, double = model.bytes(dt.itemsize, **tile)
+    single, double = model.bytes(_NAMES[dt], **tile)
     ex = model.exception(_NAMES[dt], tile)
     if ex is not None and ex.bits is not None:
         single, double = -(-ex.bits // 8), max(double, -(-ex.bits // 8))

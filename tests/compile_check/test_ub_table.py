@@ -64,10 +64,10 @@ def test_every_listed_exception_is_a_stored_compiler_verdict():
                 if ex.bits is not None:
                     assert ex.bits == r["bits"], (name, dtype, ex.bits, r["bits"])
                 plain = ub.UBModel(name, model.params, model.phases, model.minimum, model.margin)
-                single, double = (b * (1 + model.margin) for b in plain.bits(ub._DTYPES[dtype].itemsize, **ex.tile))
+                single, double = (b * (1 + model.margin) for b in plain.bits(dtype, **ex.tile))
                 limit = 192 * 1024 * 8
                 plain_status = "fits" if double <= limit else "fits_single_buffered" if single <= limit else "overflow"
-                misstated = ex.bits is not None and abs(plain.bits(ub._DTYPES[dtype].itemsize, **ex.tile)[0]
+                misstated = ex.bits is not None and abs(plain.bits(dtype, **ex.tile)[0]
                                                          - ex.bits) > 0.01 * ex.bits
                 assert plain_status != ex.status or misstated, \
                     f"{name} {dtype} {dict(ex.tile)}: the linear form (with its margin) agrees already"
