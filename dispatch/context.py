@@ -10,6 +10,11 @@ import torch
 from dispatch.devices import DeviceProfile
 
 
+def dtype_name(dtype: torch.dtype) -> str:
+    """``torch.bfloat16`` -> ``"bfloat16"``: a dtype as messages and descriptions name it."""
+    return str(dtype).replace("torch.", "")
+
+
 @dataclass(frozen=True)
 class Context:
     """One call (or one kernelized module) as the selector sees it.
@@ -38,7 +43,7 @@ class Context:
 
     def describe(self) -> str:
         dims = " ".join(f"{k}={v}" for k, v in self.shapes.items())
-        dtype = str(self.dtype).replace("torch.", "")
+        dtype = dtype_name(self.dtype)
         extra = "".join(f" {k}={v}" for k, v in self.options.items())
         return (
             f"{self.device.spec} {dtype} {dims}{' packed' if self.packed else ''}"

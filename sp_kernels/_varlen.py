@@ -1,4 +1,5 @@
-"""Packed (varlen) <-> padded batch conversion, shared by the torch implementations.
+"""Packed (varlen) batches: the sequences of a batch (the Triton launchers' work lists) and the packed <-> padded
+conversion the torch implementations use.
 
 A packed batch is ``[1, T, ...]`` with ``cu_seqlens = [0, t1, t1 + t2, ..., T]``. Padding it into
 ``[N, L, ...]`` (zeros after each sequence, ``L`` a multiple of ``multiple``) lets batched code run every
@@ -11,6 +12,15 @@ import torch
 
 def lengths(cu_seqlens: torch.Tensor) -> list[int]:
     return (cu_seqlens[1:] - cu_seqlens[:-1]).tolist()
+
+
+def sequences(B: int, T: int, cu_seqlens: torch.Tensor | None) -> tuple[list[int], list[int]]:
+    """``(starts, lengths)``: every sequence's first token (counted over the ``B * T`` rows) and its length; the
+    sequences are the batch rows, or the packed sequences of ``cu_seqlens`` (``B == 1``)."""
+    if cu_seqlens is None:
+        return [b * T for b in range(B)], [T] * B
+    cu = cu_seqlens.tolist()
+    return cu[:-1], [e - s for s, e in zip(cu[:-1], cu[1:])]
 
 
 def _index(cu_seqlens: torch.Tensor, multiple: int) -> tuple[torch.Tensor, int, int]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from dispatch import Implementation, register
+from dispatch.context import dtype_name
 
 
 def varlen_args(cu_seqlens: torch.Tensor) -> dict:
@@ -26,7 +27,7 @@ def fusion_attention_flash_attn(q, k, v, causal=True, scale=None, cu_seqlens=Non
 
 def supports_flash_attn(ctx) -> tuple[bool, str]:
     if ctx.dtype not in (torch.float16, torch.bfloat16):
-        return False, f"flash-attn takes fp16/bf16, not {str(ctx.dtype).replace('torch.', '')}"
+        return False, f"flash-attn takes fp16/bf16, not {dtype_name(ctx.dtype)}"
     cap = ctx.device.capability
     if cap is not None and cap < (8, 0):
         return False, f"flash-attn 2 needs sm80+, got sm{cap[0]}{cap[1]}"

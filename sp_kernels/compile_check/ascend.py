@@ -161,17 +161,12 @@ def _jit_only_module(module: str):
     return importlib.import_module(name)
 
 
-def jit_function(spec):
-    from triton.runtime.jit import JITFunction
-
+def _load(module: str):
+    """``module``, or its ``@triton.jit`` functions alone where its package does not import here."""
     try:
-        mod = importlib.import_module(spec.module)
+        return importlib.import_module(module)
     except Exception:
-        mod = _jit_only_module(spec.module)
-    fn = getattr(mod, spec.function)
-    while not isinstance(fn, JITFunction):
-        fn = fn.fn
-    return fn
+        return _jit_only_module(module)
 
 
 def ast_source(spec):
@@ -179,7 +174,9 @@ def ast_source(spec):
     value in ``spec.constexprs`` (``None`` pointers, strides of 1) is a specialised constant, typed ``*i8`` if None."""
     from triton.compiler import ASTSource
 
-    fn = jit_function(spec)
+    from sp_kernels.compile_check.specs import jit_function
+
+    fn = jit_function(spec, load=_load)
     signature, constants = {}, {}
     for p in fn.params:
         name = p.name

@@ -6,7 +6,6 @@ with triton) on the cubin.
 """
 from __future__ import annotations
 
-import importlib
 import os
 import re
 import subprocess
@@ -14,7 +13,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 
-from sp_kernels.compile_check.specs import CompileSpec
+from sp_kernels.compile_check.specs import CompileSpec, jit_function
 
 
 @dataclass(frozen=True)
@@ -34,16 +33,6 @@ class CudaResult:
 
     def to_json(self) -> dict:
         return asdict(self)
-
-
-def jit_function(spec: CompileSpec):
-    """The ``@triton.jit`` function behind ``spec`` (heuristics / autotune wrappers unwrapped)."""
-    from triton.runtime.jit import JITFunction
-
-    fn = getattr(importlib.import_module(spec.module), spec.function)
-    while not isinstance(fn, JITFunction):
-        fn = fn.fn
-    return fn
 
 
 def ast_source(spec: CompileSpec):

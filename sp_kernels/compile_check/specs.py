@@ -1,6 +1,7 @@
 """What to compile: one :class:`CompileSpec` per (kernel, tile configuration, dtype) the dispatcher can choose."""
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Mapping
@@ -43,3 +44,34 @@ class CompileSpec:
     @classmethod
     def from_json(cls, data: dict) -> "CompileSpec":
         return cls(**data)
+
+
+def kernel_spec(kernel: str, fn, dtype: str, constexprs: Mapping[str, object], tile: Mapping[str, int], *,
+                types: Mapping[str, str], note: str = "") -> CompileSpec:
+    """The spec of the ``@triton.jit`` function ``fn`` for ``dtype``, its arguments read from the kernel: every
+    ``tl.constexpr`` takes its value from ``constexprs``, every other argument its type from ``types`` or, by
+    default, is a pointer to ``dtype`` (``*bf16``). A name the kernel does not have, or a constexpr without a
+    value, is an error (the kernel changed; its spec must too)."""
+    params = {p.name: p.is_constexpr for p in fn.params}
+    problems = [f"{what} {names}" for what, names in (
+        ("no argument", sorted((set(constexprs) | set(types)) - set(params))),
+        ("no value for the constexpr", [n for n, c in params.items() if c and n not in constexprs]),
+        ("a value for the argument (not a constexpr)", [n for n in constexprs if n in params and not params[n]]),
+    ) if names]
+    if problems:
+        raise ValueError(f"{kernel}: {fn.fn.__name__} has " + "; ".join(problems))
+    signature = {n: types.get(n, f"*{dtype}") for n, is_constexpr in params.items() if not is_constexpr}
+    return CompileSpec(kernel, fn.fn.__module__, fn.fn.__name__, signature,
+                       {n: constexprs[n] for n, is_constexpr in params.items() if is_constexpr}, dtype, tile,
+                       note=note)
+
+
+def jit_function(spec: CompileSpec, load=importlib.import_module):
+    """The ``@triton.jit`` function behind ``spec`` (``triton.heuristics`` / ``autotune`` wrappers unwrapped);
+    ``load`` imports its module."""
+    from triton.runtime.jit import JITFunction
+
+    fn = getattr(load(spec.module), spec.function)
+    while not isinstance(fn, JITFunction):
+        fn = fn.fn
+    return fn

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 
 from dispatch import Implementation, register
+from dispatch.context import dtype_name
 
 MODULE = "mindspeed.core.ssm.npu_chunk_gated_delta_rule"
 
@@ -41,7 +42,7 @@ def chunk_gated_delta_rule_mindspeed(q, k, v, g, beta, *, scale, initial_state, 
 
 def supports_mindspeed(ctx) -> tuple[bool, str]:
     if ctx.dtype not in (torch.bfloat16, torch.float16):
-        return False, f"MindSpeed's Triton gated delta rule takes bf16/fp16, not {str(ctx.dtype).replace('torch.', '')}"
+        return False, f"MindSpeed's Triton gated delta rule takes bf16/fp16, not {dtype_name(ctx.dtype)}"
     return True, ""
 
 

@@ -45,3 +45,20 @@ def test_ub_command(capsys):
     assert capsys.readouterr().out.startswith("fits ")
     assert main(["ub", "--kernel", "fla.causal_conv1d_fwd", "--BT", "x"]) == 2
     assert "BT: expected an int" in capsys.readouterr().err
+
+
+def test_kernel_spec_reads_the_arguments_from_the_kernel():
+    from sp_kernels.compile_check.specs import jit_function, kernel_spec
+    from tests.compile_check.toy_kernels import toy_matmul
+
+    spec = kernel_spec("toy.matmul", toy_matmul, "bf16", {"BLOCK": 32}, {"BT": 32}, types={"n": "i32"})
+    assert dict(spec.signature) == {"a": "*bf16", "b": "*bf16", "c": "*bf16", "n": "i32"}
+    assert (spec.module, spec.function, dict(spec.constexprs)) == ("tests.compile_check.toy_kernels", "toy_matmul",
+                                                                   {"BLOCK": 32})
+    assert jit_function(spec) is toy_matmul
+    with pytest.raises(ValueError, match=r"no value for the constexpr \['BLOCK'\]"):
+        kernel_spec("toy.matmul", toy_matmul, "bf16", {}, {"BT": 32}, types={"n": "i32"})
+    with pytest.raises(ValueError, match=r"no argument \['m'\]"):
+        kernel_spec("toy.matmul", toy_matmul, "bf16", {"BLOCK": 32}, {"BT": 32}, types={"m": "i32"})
+    with pytest.raises(ValueError, match=r"a value for the argument \(not a constexpr\) \['n'\]"):
+        kernel_spec("toy.matmul", toy_matmul, "bf16", {"BLOCK": 32, "n": 4}, {"BT": 32}, types={})
