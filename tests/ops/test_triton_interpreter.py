@@ -37,11 +37,12 @@ pytest.importorskip("triton")
 F64 = torch.float64
 ROOT = Path(__file__).resolve().parents[2]
 INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
-MODULES = {
-    "conv": "sp_kernels.causal_conv1d.triton_impl",
-    "rotary": "sp_kernels.rotary.triton_impl",
-    "gdr": "sp_kernels.gated_delta_rule.fused_recurrent_triton",
-}
+#: the ops with Triton kernels, and each one's modules by role: ``kernels`` (``@triton.jit``), ``plan`` (pure tile
+#: plan: the launches), ``launch`` (runs them), ``specs`` (compile specs)
+OPS = {"conv": "sp_kernels.causal_conv1d", "rotary": "sp_kernels.rotary", "gdr": "sp_kernels.gated_delta_rule"}
+ROLES = ("kernels", "plan", "launch", "specs")
+#: ops not split by role yet: their one module plays every role
+NOT_SPLIT = {'rotary': 'sp_kernels.rotary.triton_impl', 'gdr': 'sp_kernels.gated_delta_rule.fused_recurrent_triton'}
 #: the ``@interpreted`` tests' names, which the interpreter subprocess runs
 _INTERPRETED_TESTS = []
 
@@ -90,14 +91,19 @@ def interpreter_run(tmp_path_factory):
 @pytest.fixture(scope="module")
 def tk():
     # (importlib: ``kernels.causal_conv1d`` the attribute is the op function, not the package)
-    return SimpleNamespace(**{key: importlib.import_module(name) for key, name in MODULES.items()})
+    def roles(op, package):
+        if op in NOT_SPLIT:
+            return SimpleNamespace(**dict.fromkeys(ROLES, importlib.import_module(NOT_SPLIT[op])))
+        return SimpleNamespace(**{role: importlib.import_module(f"{package}.triton_{role}") for role in ROLES})
+
+    return SimpleNamespace(**{op: roles(op, package) for op, package in OPS.items()})
 
 
 @interpreted
 def test_the_kernels_are_interpreted(tk):
     from triton.runtime.interpreter import InterpretedFunction
 
-    assert isinstance(tk.conv._causal_conv1d_fwd_kernel, InterpretedFunction)
+    assert isinstance(tk.conv.kernels.causal_conv1d_fwd_kernel, InterpretedFunction)
     import triton.language as tl
 
     assert isinstance(tl.cdiv, InterpretedFunction)  # triton's own library functions too
@@ -159,14 +165,14 @@ def test_causal_conv1d_matches_reference(tk, B, T, D, W, bias, activation, state
     }
     kw = dict(activation=activation, output_final_state=final,
               cu_seqlens=None if cu is None else torch.tensor(cu))
-    _compare(lambda **a: tk.conv.causal_conv1d_triton(**a, tile=SMALL_CONV), causal_conv1d_reference, inputs, **kw)
+    _compare(lambda **a: tk.conv.launch.causal_conv1d_triton(**a, tile=SMALL_CONV), causal_conv1d_reference, inputs, **kw)
 
 
 @interpreted
 def test_causal_conv1d_default_tiles(tk):
     inputs = {"x": _randn(1, 21, 40, seed=1), "weight": _randn(40, 4, seed=2), "bias": _randn(40, seed=3),
               "initial_state": _randn(1, 40, 3, seed=4)}
-    _compare(tk.conv.causal_conv1d_triton, causal_conv1d_reference, inputs, activation="silu",
+    _compare(tk.conv.launch.causal_conv1d_triton, causal_conv1d_reference, inputs, activation="silu",
              output_final_state=True)
 
 
@@ -188,8 +194,8 @@ def test_rotary_matches_reference(tk, B, H, HK, T, D, R, ud, cb):
     inputs = {"q": _randn(*qs, seed=1), "k": _randn(*ks, seed=2), "cos": _randn(cb, T, R, seed=3),
               "sin": _randn(cb, T, R, seed=4)}
     small = {"fwd": {"BT": 8, "grid": 3}, "bwd": {"BT": 8, "grid": 3}}
-    _compare(lambda **a: tk.rotary.rotary_triton(**a, tile=small), rotary_reference, inputs, unsqueeze_dim=ud)
-    _compare(tk.rotary.rotary_triton, rotary_reference, inputs, unsqueeze_dim=ud)  # default (CPU) tiles
+    _compare(lambda **a: tk.rotary.launch.rotary_triton(**a, tile=small), rotary_reference, inputs, unsqueeze_dim=ud)
+    _compare(tk.rotary.launch.rotary_triton, rotary_reference, inputs, unsqueeze_dim=ud)  # default (CPU) tiles
 
 
 # --- fused recurrent gated delta rule (forward only) -------------------------------------------------------------
@@ -218,7 +224,7 @@ def test_fused_recurrent_forward_matches_reference(tk, B, T, H, HV, K, V, cu, l2
     want = naive_recurrent_gated_delta_rule(**inputs, **kw)
     f32 = {k: (v.float() if v is not None else None) for k, v in inputs.items()}
     for tile in ({"BV": 16, "grid": 3}, None):
-        got = tk.gdr.fused_recurrent_gated_delta_rule_triton(**f32, **kw, tile=tile)
+        got = tk.gdr.launch.fused_recurrent_gated_delta_rule_triton(**f32, **kw, tile=tile)
         assert got[0].dtype == torch.float32 and not got[0].requires_grad
         torch.testing.assert_close(got[0].double(), want[0], atol=1e-5, rtol=1e-5)
         if final:
@@ -255,18 +261,18 @@ def _check_cuda(launches, dtype):
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 def test_conv_tiles_fit(tk, dtype):
-    for D in sorted(set(tk.conv.QWEN_D) | {1, 45, 16384}):
+    for D in sorted(set(tk.conv.specs.QWEN_D) | {1, 45, 16384}):
         for T in LENGTHS:
             for B in (1, 8):
                 ctx = Context("causal_conv1d", NPU, dtype, {"B": B, "T": T, "D": D, "W": 4}, requires_grad=True)
-                launches = tk.conv.launches(ctx)
+                launches = tk.conv.plan.launches(ctx)
                 assert [l.kernel for l in launches] == ["ours.causal_conv1d_fwd", "ours.causal_conv1d_bwd"]
                 _check_npu(launches, dtype)
-                _check_cuda(tk.conv.launches(Context("causal_conv1d", CUDA, dtype, ctx.shapes, requires_grad=True)),
+                _check_cuda(tk.conv.plan.launches(Context("causal_conv1d", CUDA, dtype, ctx.shapes, requires_grad=True)),
                             dtype)
     # packed: the total length bounds the work; still the persistent grid
     ctx = Context("causal_conv1d", NPU, dtype, {"B": 1, "T": 2**20, "D": 1280, "W": 4}, packed=True)
-    _check_npu(tk.conv.launches(ctx), dtype)
+    _check_npu(tk.conv.plan.launches(ctx), dtype)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
@@ -275,8 +281,8 @@ def test_rotary_tiles_fit(tk, dtype):
         for T in LENGTHS:
             ctx = Context("rotary", NPU, dtype, {"B": 1, "T": T, "H": 16, "HK": 2, "D": D, "R": R},
                           requires_grad=True)
-            _check_npu(tk.rotary.launches(ctx), dtype)
-            _check_cuda(tk.rotary.launches(Context("rotary", CUDA, dtype, ctx.shapes, requires_grad=True)), dtype)
+            _check_npu(tk.rotary.plan.launches(ctx), dtype)
+            _check_cuda(tk.rotary.plan.launches(Context("rotary", CUDA, dtype, ctx.shapes, requires_grad=True)), dtype)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
@@ -285,27 +291,100 @@ def test_fused_recurrent_tiles_fit(tk, dtype):
         for B in (1, 7, 256, 4096):
             for HV in (4, 32, 64):
                 ctx = Context("chunk_gated_delta_rule", NPU, dtype, {"B": B, "T": 1, "H": 4, "HV": HV, "K": K, "V": V})
-                _check_npu(tk.gdr.launches(ctx), dtype)
-                _check_cuda(tk.gdr.launches(Context(ctx.op, CUDA, dtype, ctx.shapes)), dtype)
+                _check_npu(tk.gdr.plan.launches(ctx), dtype)
+                _check_cuda(tk.gdr.plan.launches(Context(ctx.op, CUDA, dtype, ctx.shapes)), dtype)
 
 
 def test_tile_config_is_pure_and_prefers_double_buffering(tk):
-    a = tk.conv.tile_config(NPU, 4096, 1280, 4, torch.bfloat16)
-    assert a == tk.conv.tile_config(NPU, 4096, 1280, 4, torch.bfloat16)
+    a = tk.conv.plan.tile_config(NPU, 4096, 1280, 4, torch.bfloat16)
+    assert a == tk.conv.plan.tile_config(NPU, 4096, 1280, 4, torch.bfloat16)
     # a smaller UB gives smaller tiles, still fitting
     small = NPU.replace(ub_bytes=48 * 1024)
-    b = tk.conv.tile_config(small, 4096, 1280, 4, torch.float32, backward=True)
+    b = tk.conv.plan.tile_config(small, 4096, 1280, 4, torch.float32, backward=True)
     assert b["BT"] * b["BD"] <= a["BT"] * a["BD"]
     assert ub.estimate("ours.causal_conv1d_bwd", arch=small, dtype="fp32", **b).fits
 
 
+def test_the_tile_plans_import_no_triton():
+    """The plans (and the registrations, which import them) are pure: they choose without triton installed."""
+    script = ("import sys; sys.modules['triton'] = None\n"
+              "import kernels\n"
+              "from dispatch import Context, resolve_profile\n"
+              f"for package in {sorted(p for op, p in OPS.items() if op not in NOT_SPLIT)!r}:\n"
+              "    __import__(package + '.triton_plan')\n"
+              "from sp_kernels.causal_conv1d.triton_plan import launches\n"
+              "ctx = Context('causal_conv1d', resolve_profile('npu:Ascend910B3'), shapes=dict(T=64, D=256, W=4))\n"
+              "print(launches(ctx)[0].kernel)\n")
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=300)
+    assert run.returncode == 0 and run.stdout.split() == ["ours.causal_conv1d_fwd"], run.stderr[-3000:]
+
+
+class _Recorder:
+    """Stands in for a ``@triton.jit`` kernel: records each launch's grid and constexprs."""
+
+    def __init__(self, calls, name):
+        self.calls, self.name = calls, name
+
+    def __getitem__(self, grid):
+        return lambda *args, **constexprs: self.calls.append((self.name, grid[0], constexprs))
+
+
+@pytest.mark.parametrize("spec", ["npu:Ascend910B3", "cuda:sm90"])
+def test_the_launchers_run_the_launches_the_plan_returns(tk, monkeypatch, spec):
+    """What the registry checked (``launches(ctx)`` of the call's context) is what the launcher launches: its
+    kernel, tile and grid."""
+    profile = resolve_profile(spec)
+    calls = []
+    for op in (tk.conv, tk.rotary, tk.gdr):
+        monkeypatch.setattr(op.launch, "detect", lambda device: profile)
+        for name in dir(op.kernels):
+            if name.endswith("_kernel"):
+                monkeypatch.setattr(op.launch, name, _Recorder(calls, name))
+
+    def launched(kernels):
+        got = [(kernels[name], grid, c) for name, grid, c in calls]
+        calls.clear()
+        return got
+
+    def check(launches, got):
+        assert [(l.kernel, l.grid) for l in launches] == [(k, g) for k, g, _ in got]
+        for launch, (_, _, constexprs) in zip(launches, got):
+            assert {k: constexprs[k] for k in launch.tile} == dict(launch.tile), launch.describe()
+
+    B, T, D, W = 2, 300, 1280, 4
+    x = torch.randn(B, T, D, requires_grad=True)
+    y, _ = tk.conv.launch.causal_conv1d_triton(x, torch.randn(D, W), None, "silu")
+    y.sum().backward()
+    ctx = Context("causal_conv1d", profile, torch.float32, {"B": B, "T": T, "D": D, "W": W}, requires_grad=True)
+    check(tk.conv.plan.launches(ctx), launched({"causal_conv1d_fwd_kernel": tk.conv.plan.FWD,
+                                                "causal_conv1d_bwd_kernel": tk.conv.plan.BWD}))
+
+    B, H, HK, T, D, R = 1, 16, 2, 64, 256, 64
+    q, k = torch.randn(B, H, T, D, requires_grad=True), torch.randn(B, HK, T, D)
+    oq, _ = tk.rotary.launch.rotary_triton(q, k, torch.randn(1, T, R), torch.randn(1, T, R))
+    oq.sum().backward()
+    ctx = Context("rotary", profile, torch.float32, {"B": B, "T": T, "H": H, "HK": HK, "D": D, "R": R},
+                  requires_grad=True)
+    check(tk.rotary.plan.launches(ctx), launched({"_rotary_fwd_kernel": tk.rotary.plan.FWD,
+                                                  "_rotary_bwd_kernel": tk.rotary.plan.BWD}))
+
+    B, T, H, HV, K, V = 8, 1, 16, 32, 128, 128
+    tk.gdr.launch.fused_recurrent_gated_delta_rule_triton(
+        torch.randn(B, T, H, K), torch.randn(B, T, H, K), torch.randn(B, T, HV, V), -torch.rand(B, T, HV),
+        torch.rand(B, T, HV), K**-0.5)
+    ctx = Context("chunk_gated_delta_rule", profile, torch.float32, {"B": B, "T": T, "H": H, "HV": HV, "K": K, "V": V})
+    check(tk.gdr.plan.launches(ctx), launched({"_fused_recurrent_gdr_fwd_kernel": tk.gdr.plan.KERNEL}))
+
+
 def test_compile_specs_cover_every_argument(tk):
-    for mod in (tk.conv, tk.rotary, tk.gdr):
-        specs = mod.compile_specs()
+    for op in (tk.conv, tk.rotary, tk.gdr):
+        specs = op.specs.compile_specs()
         # one spec per (device type, configuration): the note names the profile that chose it
         assert specs and len({(s.note.split(':')[0], s.key) for s in specs}) == len(specs)
         for spec in specs:
-            kernel = getattr(mod, spec.function)
+            assert spec.module == op.kernels.__name__
+            kernel = getattr(op.kernels, spec.function)
             names = list(inspect.signature(kernel.fn).parameters)
             assert set(spec.signature) | set(spec.constexprs) == set(names), spec.key
             assert not set(spec.signature) & set(spec.constexprs)
@@ -328,7 +407,7 @@ def test_registry_choices(monkeypatch):
     assert select("chunk_gated_delta_rule", decode).chosen.name == "triton"
     train = Context("chunk_gated_delta_rule", NPU, torch.bfloat16, shapes, requires_grad=True)
     sel = select("chunk_gated_delta_rule", train)
-    assert sel.chosen.name == "torch" and "forward only" in dict(sel.rejected)["triton"]
+    assert sel.chosen.name == "torch_recurrent" and "forward only" in dict(sel.rejected)["triton"]  # T=1
     long = Context("chunk_gated_delta_rule", CUDA, torch.bfloat16, {**shapes, "T": 4096})
     assert "use the chunked form" in dict(select("chunk_gated_delta_rule", long).rejected)["triton"]
     cpu = Context("causal_conv1d", resolve_profile("cpu"), torch.float32, {"B": 1, "T": 8, "D": 8, "W": 4})
