@@ -1,6 +1,6 @@
 """CompileSpecs for our own Triton kernels over grids of tiles: the calibration grid of the ``ours.*`` models of
 :mod:`dispatch.ub` (``dispatch/data/ub_table.json``), beyond what the dispatcher chooses (``compile_specs()`` of
-each kernel module lists those).
+each op's ``triton_specs.py`` lists those).
 
 Each spec is the most demanding variant the dispatcher may launch: the conv with bias, SiLU, initial state and final
 state (its gradient in the backward), ``W=4``; the rotary kernels with the tail when ``D > R``; the fused recurrent
@@ -27,22 +27,8 @@ def _mod(name: str):
 
 
 def conv(dtype: str, BT: int, BD: int, backward: bool = False) -> CompileSpec:
-    m = _mod("sp_kernels.causal_conv1d.triton_impl")
-    ptr = f"*{dtype}"
-    tile = {"BT": BT, "BD": BD, "W": W}
-    ints = {"tile_seq": "*i32", "tile_start": "*i32", "seq_bos": "*i32", "seq_len": "*i32", "D": "i32",
-            "n_tiles": "i32"}
-    if backward:
-        sig = {n: ptr for n in ("x", "weight", "bias", "h0", "dy", "dfinal", "dx", "dh0")}
-        sig.update({"dw_part": "*fp32", "db_part": "*fp32"}, **ints, n_groups="i32")
-        const = {"W": W, "BT": BT, "BD": BD, "HAS_BIAS": True, "HAS_H0": True, "ACT": True, "HAS_DFINAL": True,
-                 "BW": m._next_pow2(W)}
-        return CompileSpec(m.BWD, m.__name__, "_causal_conv1d_bwd_kernel", sig, const, dtype, tile, note=NOTE)
-    sig = {n: ptr for n in ("x", "weight", "bias", "h0", "y", "final")}
-    sig.update(ints)
-    const = {"W": W, "BT": BT, "BD": BD, "HAS_BIAS": True, "HAS_H0": True, "ACT": True, "STORE_FINAL": True,
-             "BW": m._next_pow2(W - 1)}
-    return CompileSpec(m.FWD, m.__name__, "_causal_conv1d_fwd_kernel", sig, const, dtype, tile, note=NOTE)
+    return _mod("sp_kernels.causal_conv1d.triton_specs").spec({"BT": BT, "BD": BD, "W": W}, dtype, backward,
+                                                              note=NOTE)
 
 
 def rotary(dtype: str, BT: int, D: int, R: int, backward: bool = False) -> CompileSpec:

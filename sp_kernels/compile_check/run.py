@@ -16,9 +16,9 @@ from pathlib import Path
 
 from sp_kernels.compile_check.specs import CompileSpec
 
-#: our Triton kernels: each module's ``compile_specs()`` lists the configurations its ``tile_config`` picks
+#: our Triton kernels: each module's ``compile_specs()`` lists the configurations its op's tile plan picks
 OURS = (
-    "sp_kernels.causal_conv1d.triton_impl",
+    "sp_kernels.causal_conv1d.triton_specs",
     "sp_kernels.rotary.triton_impl",
     "sp_kernels.gated_delta_rule.fused_recurrent_triton",
 )
