@@ -35,12 +35,14 @@ def _steps(qk, v, eg, beta, qdotk, state, inplace: bool):
         delta = (v[:, t] - decay * y[:, 1]).mul_(beta[:, t])
         outputs.append(torch.addcmul(decay * y[:, 0], qdotk[:, t], delta))
         update = (qk[:, t, 1, :, None], delta[:, None, :])  # k delta^T: [BHV, K, 1] x [BHV, 1, V]
-        if inplace:
+        if inplace and t > 0:  # the first step writes a new state: the caller's is never written
             state.mul_(decay[..., None]).baddbmm_(*update)
+        elif inplace:
+            state = (state * decay[..., None]).baddbmm_(*update)
         else:
             state = torch.baddbmm(state * decay[..., None], *update)
     if len(outputs) < 2:
-        return (outputs[0][:, None] if outputs else v.new_zeros(v.shape)), state
+        return (outputs[0][:, None], state) if outputs else (v.new_zeros(v.shape), state.clone())
     return torch.stack(outputs, dim=1), state
 
 
@@ -60,7 +62,8 @@ def recurrent_gated_delta_rule_torch(
 
     Args:
         q, k: ``[B, T, H, K]``. v: ``[B, T, HV, V]``, ``HV % H == 0``. g, beta: ``[B, T, HV]``.
-        scale: multiplies ``q``. initial_state: ``[N, HV, K, V]`` or ``None`` (zeros); never written.
+        scale: multiplies ``q``. initial_state: ``[N, HV, K, V]`` or ``None`` (zeros); never written (the
+            first step writes a new state, the next ones update it in place when autograd does not record).
         output_final_state: return the final state of each sequence.
         cu_seqlens: ``[N + 1]`` int64 packed-sequence boundaries (``B == 1``), or ``None``.
         use_qk_l2norm_in_kernel: L2-normalise ``q`` and ``k`` over ``K`` (eps 1e-6) first.
@@ -94,7 +97,7 @@ def recurrent_gated_delta_rule_torch(
     if initial_state is None:
         state = v.new_zeros(N * HV, K, V)
     else:
-        state = initial_state.to(dtype, copy=inplace).reshape(N * HV, K, V)
+        state = initial_state.to(dtype).reshape(N * HV, K, V)
     if cu_seqlens is None:
         o, state = _steps(qk, v, eg, beta, qdotk, state, inplace)
     else:  # B == 1: each sequence from its own state
