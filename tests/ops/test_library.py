@@ -38,6 +38,7 @@ def cases(op: str, packed: bool, gen) -> tuple:
 
 
 RUNNABLE = [(op, impl) for op in LIBRARY for impl in ("reference", "torch" if op != "fusion_attention" else "sdpa")]
+RUNNABLE.append(("chunk_gated_delta_rule", "torch_recurrent"))  # the cases are short (T <= 11): decoding's path
 
 
 @pytest.mark.parametrize("op,impl,packed", [(op, impl, packed) for op, impl in RUNNABLE for packed in (False, True)
