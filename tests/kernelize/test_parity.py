@@ -136,6 +136,14 @@ def test_generate_with_cache_matches_transformers(family, dtype, tol):
             la = model(input_ids=nxt, use_cache=True, **{cache: getattr(a, cache)}).logits
             lb = base(input_ids=nxt, use_cache=True, **{cache: getattr(b, cache)}).logits
             torch.testing.assert_close(la, lb, rtol=TRANSFORMERS_TOL, atol=TRANSFORMERS_TOL)
+        for n in (5, 20):  # continuations of several tokens: the recurrent path (T <= 16), then the chunked one
+            more = torch.randint(0, 96, (2, n))
+            lm = model(input_ids=more, use_cache=True, **{cache: getattr(a, cache)}).logits
+            lt = base(input_ids=more, use_cache=True, **{cache: getattr(b, cache)}).logits
+            torch.testing.assert_close(lm, lt, rtol=TRANSFORMERS_TOL, atol=TRANSFORMERS_TOL)
+        la = model(input_ids=nxt, use_cache=True, **{cache: getattr(a, cache)}).logits
+        lb = base(input_ids=nxt, use_cache=True, **{cache: getattr(b, cache)}).logits
+        torch.testing.assert_close(la, lb, rtol=TRANSFORMERS_TOL, atol=TRANSFORMERS_TOL)
         # without the cache the last step differs: the comparison above did use the state
         fresh = model(input_ids=nxt).logits
         assert (fresh - la).abs().max() > 1e-3
