@@ -32,22 +32,7 @@ def conv(dtype: str, BT: int, BD: int, backward: bool = False) -> CompileSpec:
 
 
 def rotary(dtype: str, BT: int, D: int, R: int, backward: bool = False) -> CompileSpec:
-    m = _mod("sp_kernels.rotary.triton_impl")
-    ptr = f"*{dtype}"
-    BH, BP = m.columns(D, R)
-    ints = {n: "i32" for n in ("B", "T", "H", "HK", "D", "q_sh", "q_st", "k_sh", "k_st")}
-    ints.update({"q_sb": "i64", "k_sb": "i64", "cos_sb": "i32"})
-    const = {"R": R, "BT": BT, "BH": BH, "BP": BP, "HAS_TAIL": D > R}
-    if backward:
-        sig = {n: ptr for n in ("q", "k", "cos", "sin", "doq", "dok", "dq", "dk")}
-        sig.update({"dcos": "*fp32", "dsin": "*fp32"}, **ints)
-        kernel, fn = m.BWD, "_rotary_bwd_kernel"
-    else:
-        sig = {n: ptr for n in ("q", "k", "cos", "sin", "oq", "ok")}
-        sig.update(ints)
-        kernel, fn = m.FWD, "_rotary_fwd_kernel"
-    return CompileSpec(kernel, m.__name__, fn, sig, const, dtype, {"BT": BT, "BH": BH, "BP": BP},
-                       note=f"{NOTE} D={D} R={R}")
+    return _mod("sp_kernels.rotary.triton_specs").spec(BT, D, R, dtype, backward, note=f"{NOTE} D={D} R={R}")
 
 
 def fused_recurrent(dtype: str, BK: int, BV: int) -> CompileSpec:

@@ -19,7 +19,7 @@ from sp_kernels.compile_check.specs import CompileSpec
 #: our Triton kernels: each module's ``compile_specs()`` lists the configurations its op's tile plan picks
 OURS = (
     "sp_kernels.causal_conv1d.triton_specs",
-    "sp_kernels.rotary.triton_impl",
+    "sp_kernels.rotary.triton_specs",
     "sp_kernels.gated_delta_rule.fused_recurrent_triton",
 )
 TABLE = Path(__file__).resolve().parents[2] / "dispatch" / "data" / "compile_table.json"

@@ -1,18 +1,22 @@
-"""Registration of our Triton kernel for the op (``rotary``): the kernels live in a module that imports
-triton, which is probed lazily, so this file points at it without importing it."""
+"""Registration of our Triton kernels for the op (``rotary``): the tile plan (pure) is imported, the launcher (which
+imports triton, probed lazily) only on first call.
+
+``triton_kernels.py`` (the ``@triton.jit`` functions), ``triton_plan.py`` (tiles -> the launches the registry
+checks), ``triton_launch.py`` (runs exactly those), ``triton_specs.py`` (what the compile check compiles)."""
 from dispatch import Implementation, register
 from sp_kernels._lazy import lazy
 from sp_kernels._triton import with_backend
+from sp_kernels.rotary import triton_plan
 
 register(
     Implementation(
         op="rotary",
         name="triton",
-        fn=lazy("sp_kernels.rotary.triton_impl", "rotary_triton"),
+        fn=lazy("sp_kernels.rotary.triton_launch", "rotary_triton"),
         device_types=("cuda", "npu"),
         packages=("triton",),
-        supports=with_backend(lazy("sp_kernels.rotary.triton_impl", "supports")),
-        launches=lazy("sp_kernels.rotary.triton_impl", "launches"),
+        supports=with_backend(triton_plan.supports),
+        launches=triton_plan.launches,
         description="our portable Triton rotary (partial rotary, grouped KV heads; triton / triton-ascend)",
     )
 )

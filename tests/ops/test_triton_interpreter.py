@@ -42,7 +42,7 @@ INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
 OPS = {"conv": "sp_kernels.causal_conv1d", "rotary": "sp_kernels.rotary", "gdr": "sp_kernels.gated_delta_rule"}
 ROLES = ("kernels", "plan", "launch", "specs")
 #: ops not split by role yet: their one module plays every role
-NOT_SPLIT = {'rotary': 'sp_kernels.rotary.triton_impl', 'gdr': 'sp_kernels.gated_delta_rule.fused_recurrent_triton'}
+NOT_SPLIT = {'gdr': 'sp_kernels.gated_delta_rule.fused_recurrent_triton'}
 #: the ``@interpreted`` tests' names, which the interpreter subprocess runs
 _INTERPRETED_TESTS = []
 
@@ -366,8 +366,8 @@ def test_the_launchers_run_the_launches_the_plan_returns(tk, monkeypatch, spec):
     oq.sum().backward()
     ctx = Context("rotary", profile, torch.float32, {"B": B, "T": T, "H": H, "HK": HK, "D": D, "R": R},
                   requires_grad=True)
-    check(tk.rotary.plan.launches(ctx), launched({"_rotary_fwd_kernel": tk.rotary.plan.FWD,
-                                                  "_rotary_bwd_kernel": tk.rotary.plan.BWD}))
+    check(tk.rotary.plan.launches(ctx), launched({"rotary_fwd_kernel": tk.rotary.plan.FWD,
+                                                  "rotary_bwd_kernel": tk.rotary.plan.BWD}))
 
     B, T, H, HV, K, V = 8, 1, 16, 32, 128, 128
     tk.gdr.launch.fused_recurrent_gated_delta_rule_triton(
