@@ -75,6 +75,21 @@ def _launch_lines(sel: Selection) -> list[str]:
     return lines
 
 
+def _ub_overflows(sel: Selection) -> list[str]:
+    """The implementations of the op one of whose launches overflows the Unified Buffer here (whatever else
+    rejected them: on a simulated NPU a missing triton-ascend is named first)."""
+    ctx = sel.context
+    if ctx.device.type != "npu" or not ctx.device.ub_bytes:
+        return []
+    names = []
+    for impl in implementations(sel.op).values():
+        if impl.launches is not None and impl is not sel.chosen:
+            ok, why = ub.check_launches(impl.launches(ctx), ctx.device, ctx.dtype)
+            if not ok and why.endswith("(ub overflow)"):
+                names.append(impl.name)
+    return names
+
+
 def _sp_rule(selections: list[Selection]) -> list[str]:
     ctx = selections[0].context
     if ctx.sp_size == 1:
@@ -82,9 +97,9 @@ def _sp_rule(selections: list[Selection]) -> list[str]:
     gdr = next(s for s in selections if s.op == "chunk_gated_delta_rule").chosen
     npu_kernel = ctx.device.type == "npu" and gdr.device_types == ("npu",)
     conv = next(s for s in selections if s.op == "causal_conv1d")
-    overflows = [name for name, reason in conv.rejected if "(ub overflow)" in reason]
+    overflows = _ub_overflows(conv)
     if overflows:
-        verdict = f"here {', '.join(overflows)} overflow(s) (reason above), so {conv.chosen.name} runs."
+        verdict = f"here {', '.join(overflows)} overflow(s) (UB lines above), so {conv.chosen.name} runs."
     else:
         verdict = f"here none overflows; {conv.chosen.name} is chosen for the reasons above."
     return [

@@ -1,8 +1,10 @@
 """flash-linear-attention's causal conv (Triton; CUDA and, through its Triton-Ascend backend, NPU).
 
 The adapter translates our contract to fla's: states ``[N, D, W-1]`` <-> fla's ``[N, D, W]`` (one more column,
-the oldest input, which the conv never reads). :func:`ascend_launches` mirrors the tile choice of fla 0.6's
-Triton-Ascend backend, so the registry can check each launch against the Unified Buffer before choosing it.
+the oldest input, which the conv never reads). :func:`ascend_launches` lists the launches the installed fla makes on
+an NPU — which kernels, by :func:`sp_kernels._fla.npu_paths` (its Triton-Ascend backend's core-grid or legacy
+kernels, or its generic autotuned ones), with the tiles it would choose — so the registry can check each against
+the Unified Buffer before choosing it.
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from dispatch import ub
 from dispatch.ub import Launch
 from sp_kernels._tiles import cdiv as _cdiv, next_pow2 as _next_pow2
 from dispatch import Implementation, register
+from sp_kernels._fla import CORE_GRID, GENERIC, npu_paths
 from sp_kernels._lazy import lazy
 
 
@@ -40,8 +43,9 @@ def from_fla_state(state: torch.Tensor | None) -> torch.Tensor | None:
 def causal_conv1d_fla(x, weight, bias=None, activation=None, initial_state=None, output_final_state=False,
                       cu_seqlens=None):
     """Validated arguments as :func:`kernels.causal_conv1d`."""
-    from fla.modules.causal_conv1d import causal_conv1d
+    import importlib
 
+    causal_conv1d = importlib.import_module(npu_paths().conv_module).causal_conv1d
     y, final = causal_conv1d(x, weight=weight, bias=bias, initial_state=to_fla_state(initial_state),
                              output_final_state=output_final_state, activation=activation, cu_seqlens=cu_seqlens)
     return y, from_fla_state(final)
@@ -62,19 +66,43 @@ def _legacy_chunk(T: int) -> int:
     return min(_next_pow2(T), 64) if T not in (1, 2, 4, 8, 16, 32, 64) else min(T, 64)
 
 
-def ascend_launches(ctx: Context) -> tuple[Launch, ...]:
-    """The launches fla 0.6 makes on an Ascend NPU for ``ctx`` (forward; backward too when grad is needed).
+#: fla's generic kernels: ``BT`` is the host's chunk size, ``BD`` autotuned over this set (``ops.py``)
+GENERIC_BT, GENERIC_BDS = 64, (16, 32, 64, 128)
 
-    The training path (contiguous input, no initial state, a channel tile of >= 16 dividing D) runs the core-grid
-    kernels: a persistent grid of one program per vector core. Otherwise the legacy kernels tile ``(D, T)``.
-    An unknown length (``T`` not in the context) is taken as a long sequence.
+
+def _generic_launches(ctx: Context, B: int, T: int, D: int, W: int) -> tuple[Launch, ...]:
+    """fla's generic ``causal_conv1d_fwd_kernel`` / ``causal_conv1d_bwd_kernel`` (the backward recomputes the
+    pre-activation with the forward kernel first). Each is autotuned over ``BD`` in 16..128: triton-ascend's
+    autotuner skips a configuration that does not compile, so a launch fails only when none does — the smallest,
+    ``BD=16``, stands for the set (the need grows with ``BD``)."""
+    BT, BD = GENERIC_BT, GENERIC_BDS[0]
+    grid = _cdiv(D, BD) * _cdiv(T, BT) * B
+    note = f"smallest of fla's autotune set BD {GENERIC_BDS[0]}..{GENERIC_BDS[-1]}"
+    launches = [Launch("fla.causal_conv1d_fwd_generic", {"BT": BT, "BD": BD, "W": W}, grid, note)]
+    if ctx.requires_grad:
+        launches.append(Launch("fla.causal_conv1d_bwd_generic", {"BT": BT, "BD": BD, "W": W}, grid, note))
+    return tuple(launches)
+
+
+def ascend_launches(ctx: Context) -> tuple[Launch, ...]:
+    """The launches the installed fla makes on an Ascend NPU for ``ctx`` (forward; backward too when grad is
+    needed), by the kernels :func:`~sp_kernels._fla.npu_paths` says it runs there.
+
+    fla 0.6's Triton-Ascend backend: on the training path (contiguous input, no initial state, a channel tile of
+    >= 16 dividing D) the core-grid kernels, a persistent grid of one program per vector core; otherwise (and always
+    in fla 0.5.2, which has no core grid) the legacy kernels tile ``(D, T)``. Without the backend (dispatch
+    disabled) the generic autotuned kernels. An unknown length (``T`` not in the context) is taken as a long
+    sequence.
     """
     s = ctx.shapes
     B, T, D, W = s.get("B", 1), s.get("T", 1 << 20), s["D"], s["W"]
+    path = npu_paths().conv
+    if path == GENERIC:
+        return _generic_launches(ctx, B, T, D, W)
     cores = ctx.device.vector_cores or 1
     f32 = ctx.dtype not in (torch.bfloat16, torch.float16)
     bd = _coregrid_bd(D, 64)
-    if bd is not None and bd >= 16:
+    if path == CORE_GRID and bd is not None and bd >= 16:
         BD = _coregrid_bd(D, 256)
         BT = min(32, _next_pow2(_cdiv(max(16, B * T), cores)))
         launches = [Launch("fla.causal_conv1d_fwd_coregrid", {"BT": BT, "BD": BD, "W": W}, cores)]
@@ -109,7 +137,7 @@ register(
         name="fla",
         fn=causal_conv1d_fla,
         device_types=("cuda", "npu"),
-        packages=("fla.modules.causal_conv1d",),
+        packages=(npu_paths().conv_module,),
         supports=lazy("sp_kernels._fla", "supports_fla"),
         launches=ascend_launches,
         description="flash-linear-attention's Triton causal conv (Triton-Ascend backend on NPU)",

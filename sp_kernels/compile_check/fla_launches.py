@@ -8,9 +8,10 @@ block-size constexprs, autotune set — and not run. Each scenario is one proces
 
     PYTHONPATH=/work/main $SP_KERNELS_ASCEND_PYTHON -m sp_kernels.compile_check.fla_launches --out launches.json
 
-``sp_kernels/_fla.py`` states the result per fla version (``NPU_PATHS``); ``tests/compile_check/test_fla_npu_paths.py``
-checks the statement against the records of ``dispatch/data/fla_npu_launches.json`` and, where triton-ascend is
-available, against a fresh run on the installed fla.
+Each record also holds what :func:`sp_kernels._fla.npu_paths` says, reading that fla's files;
+``tests/compile_check/test_fla_npu_paths.py`` checks the statement against the launches recorded in
+``dispatch/data/fla_npu_launches.json`` (fla 0.5.2 and 0.6.0) and, where triton-ascend is available, against a
+fresh run on the installed fla.
 """
 from __future__ import annotations
 
@@ -45,7 +46,13 @@ def _stub_npu(arch: str) -> None:
     npu.synchronize = lambda *a, **k: None
     torch.npu = npu
     sys.modules["torch.npu"] = npu
-    torch.utils.rename_privateuse1_backend("npu")  # torch.device("npu") parses (fla's autocast decorators)
+    # torch.device("npu") parses and autocast knows the device (fla's custom_fwd / custom_bwd decorators)
+    torch.utils.rename_privateuse1_backend("npu")
+    npu.get_amp_supported_dtype = lambda: [torch.float16, torch.bfloat16]
+    npu.is_autocast_enabled = lambda: False
+    npu.set_autocast_enabled = lambda enabled: None
+    npu.get_autocast_dtype = lambda: torch.float16
+    npu.set_autocast_dtype = lambda dtype: None
     from triton.backends import backends
     from triton.backends.ascend import driver
 
@@ -97,7 +104,12 @@ def trace(arch: str = "Ascend910B3") -> dict:
             mod = __import__(module, fromlist=["CachedAutotuner"])
             if hasattr(mod, "CachedAutotuner"):
                 mod.CachedAutotuner.run = autotune_run
-    out = {"fla": fla.__version__, "arch": arch, "calls": []}
+    from sp_kernels._fla import npu_paths
+
+    # what the probe says, reading this fla's files (the main venv's selection reads the same)
+    paths = npu_paths(os.path.dirname(fla.__file__))
+    out = {"fla": fla.__version__, "arch": arch, "calls": [],
+           "probe": {"conv": paths.conv, "delta_rule": paths.delta_rule, "conv_module": paths.conv_module}}
 
     def call(op, dtype, phase, fn):
         log.clear()

@@ -34,7 +34,7 @@ def supports_fused_recurrent(ctx) -> tuple[bool, str]:
     T = ctx.shapes.get("T")
     if T is None or T > 64:
         return False, f"for decoding / short sequences (T <= 64), got T={T if T is not None else 'unknown'}"
-    return fla_usable(ctx.device.type)
+    return fla_usable(ctx.device.type, ctx.op)
 
 
 register(
