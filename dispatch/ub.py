@@ -108,6 +108,9 @@ class UBModel:
     exceptions: tuple[UBException, ...] = ()
     parts: tuple[str, ...] = ()
     source: str = ""
+    #: dtypes whose coefficients follow the compiler's fits / overflow boundary rather than its reported need
+    #: (bishengir's ``requires N`` is the need without code motion, which overstates the boundary for these)
+    boundary: tuple[str, ...] = ()
 
     @classmethod
     def from_data(cls, name: str, data: Mapping) -> "UBModel":
@@ -141,7 +144,8 @@ class UBModel:
                                           ex["why"], ex.get("bits")))
         minimum = {_key(e): MappingProxyType(dict(m)) for e, m in data.get("min", {}).items()}
         return cls(name, params, MappingProxyType(phases), MappingProxyType(minimum), float(margin),
-                   tuple(exceptions), tuple(data.get("parts", ())), data.get("source", ""))
+                   tuple(exceptions), tuple(data.get("parts", ())), data.get("source", ""),
+                   tuple(data.get("boundary", ())))
 
     def bits(self, elem: int | str, **tile: int) -> tuple[int, int]:
         """``(single, double)``-buffered need in bits of a ``tile`` with ``elem``-byte elements, or of dtype ``elem``

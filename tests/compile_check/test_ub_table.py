@@ -76,15 +76,18 @@ def test_every_listed_exception_is_a_stored_compiler_verdict():
 
 def test_overflow_bits_bound_the_models_single_buffered_bits():
     """bishengir reports an overflowing kernel's need after retrying without code motion and multi-buffering. The
-    fitted models reproduce it (most within 1%) and never exceed it: where a kernel needs more without code motion
-    than the fits/overflow boundary implies, the model follows the boundary (dispatch/data/UB_MODELS.md)."""
+    fitted models never exceed it by more than 1%, and reproduce it within 1% on most overflows — except for the
+    dtypes a model declares ``boundary``: where a kernel needs more without code motion than the configurations that
+    fit with it imply, the coefficients follow the fits / overflow boundary (dispatch/data/UB_MODELS.md)."""
     overflows = [r for r in RECORDS if r["status"] == "overflow"]
-    exact = 0
+    exact = counted = 0
     for r in overflows:
         est = ub.estimate(r["kernel"], arch=r["arch"], dtype=r["dtype"], **r["tile"])
         assert est.bits <= 1.01 * r["bits"], (r["key"], est.bits, r["bits"])
-        exact += abs(est.bits - r["bits"]) <= 0.01 * r["bits"]
-    assert exact >= 0.8 * len(overflows), (exact, len(overflows))
+        if r["dtype"] not in ub.MODELS[r["kernel"]].boundary:
+            counted += 1
+            exact += abs(est.bits - r["bits"]) <= 0.01 * r["bits"]
+    assert counted >= 100 and exact >= 0.9 * counted, (exact, counted)
 
 
 def test_the_margin_holds_on_every_stored_fit():
