@@ -46,6 +46,30 @@ def _steps(qk, v, eg, beta, qdotk, state, inplace: bool):
     return torch.stack(outputs, dim=1), state
 
 
+def _one_token(q, k, v, g, beta, scale: float, initial_state, l2norm: bool, dtype):
+    """A decoded token without autograd (the common case, so the fewest ops): ``q, k [B, 1, H, K]``, ``v [B, 1,
+    HV, V]``, ``g, beta [B, 1, HV]`` -> ``o [B, 1, HV, V]`` and the new state ``[B * HV, K, V]`` (a new tensor)."""
+    B, _, H, K = q.shape
+    HV, V = v.shape[2], v.shape[3]
+    qk = torch.stack([q[:, 0], k[:, 0]], dim=2).to(dtype)  # [B, H, 2, K], a copy
+    if l2norm:
+        qk = qk * torch.rsqrt(qk.square().sum(-1, keepdim=True) + _EPS)
+    qk[:, :, 0].mul_(scale)
+    qdotk = torch.linalg.vecdot(qk[:, :, 0], qk[:, :, 1])  # [B, H]
+    if HV != H:
+        qk, qdotk = qk.repeat_interleave(HV // H, dim=1), qdotk.repeat_interleave(HV // H, dim=1)
+    qk = qk.view(B * HV, 2, K)
+    if initial_state is None:
+        initial_state = qk.new_zeros(B * HV, K, V)
+    state = initial_state.to(dtype).reshape(B * HV, K, V)
+    y = torch.bmm(qk, state)  # [BHV, 2, V]: S^T q, S^T k
+    decay = g.reshape(B * HV, 1).to(dtype).exp()
+    delta = (v.reshape(B * HV, V).to(dtype) - decay * y[:, 1]).mul_(beta.reshape(B * HV, 1))
+    o = torch.addcmul(decay * y[:, 0], qdotk.view(B * HV, 1), delta)
+    state = (state * decay[..., None]).baddbmm_(qk[:, 1, :, None], delta[:, None, :])
+    return o.view(B, 1, HV, V), state
+
+
 def recurrent_gated_delta_rule_torch(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -80,6 +104,9 @@ def recurrent_gated_delta_rule_torch(
         t is not None and t.requires_grad for t in (q, k, v, g, beta, initial_state)))
 
     G = HV // H  # query/key head h serves value heads h*G .. h*G + G-1
+    if T == 1 and inplace and cu_seqlens is None:
+        o, state = _one_token(q, k, v, g, beta, scale, initial_state, use_qk_l2norm_in_kernel, dtype)
+        return o.to(out_dtype), (state.view(B, HV, K, V) if output_final_state else None)
     qk = torch.stack([q, k], dim=3).to(dtype)  # [B, T, H, 2, K], a copy
     if use_qk_l2norm_in_kernel:
         qk = qk * torch.rsqrt(qk.square().sum(-1, keepdim=True) + _EPS)

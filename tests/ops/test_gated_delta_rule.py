@@ -363,18 +363,22 @@ def test_recurrent_packed_and_bf16():
     assert_parity(got, run("reference", {n: x.double() for n, x in low.items()}, **kw), atol=3e-2, rtol=3e-2)
 
 
-def test_recurrent_without_grad_steps_in_place_on_a_copy():
+@pytest.mark.parametrize("T", [1, 3], ids=["T1", "T3"])  # T=1: the one-token path
+@pytest.mark.parametrize("l2norm", [True, False], ids=["l2norm", "no-l2norm"])
+@pytest.mark.parametrize("with_state", [True, False], ids=["state", "no-state"])
+def test_recurrent_without_grad_steps_in_place_on_a_copy(T, l2norm, with_state):
     """Decoding (no autograd): the state is updated in place, on a copy; the caller's state is untouched and the
-    result equals the recorded (out-of-place) path."""
-    x = make_inputs(2, 3, 2, 4, 8, 8, n_states=2, seed=19)
-    before = x["initial_state"].clone()
+    result equals the reference."""
+    x = make_inputs(2, T, 2, 4, 8, 8, l2norm=l2norm, n_states=2 if with_state else None, seed=19 + T)
+    before = None if x["initial_state"] is None else x["initial_state"].clone()
     args = [x[n] for n in NAMES[:5]]
-    kw = dict(initial_state=x["initial_state"], output_final_state=True, use_qk_l2norm_in_kernel=True,
-              impl="torch_recurrent")
+    kw = dict(initial_state=x["initial_state"], output_final_state=True, use_qk_l2norm_in_kernel=l2norm,
+              impl="torch_recurrent", scale=0.7)
     with torch.no_grad():
         o, state = chunk_gated_delta_rule(*args, **kw)
-    torch.testing.assert_close(x["initial_state"], before, atol=0, rtol=0)
-    want_o, want_state, _ = run("reference", x, output_final_state=True, use_qk_l2norm_in_kernel=True)
+    if with_state:
+        torch.testing.assert_close(x["initial_state"], before, atol=0, rtol=0)
+    want_o, want_state, _ = run("reference", x, output_final_state=True, use_qk_l2norm_in_kernel=l2norm, scale=0.7)
     torch.testing.assert_close(o, want_o, atol=1e-12, rtol=1e-12)
     torch.testing.assert_close(state, want_state, atol=1e-12, rtol=1e-12)
 
