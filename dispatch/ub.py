@@ -8,9 +8,9 @@ shapes sequence parallelism produces — and then the torch conv1d is chosen.
 
 This module knows no kernel by name. A model is data (``dispatch/data/ub_models.json``; how each was fitted, and
 against which compiler verdicts, is in ``dispatch/data/UB_MODELS.md``) and one evaluator (:class:`UBModel`): per
-element size (2: bf16 / fp16, 4: fp32) one or more *phases*, each a sum of non-negative coefficients times products
-of the tile parameters (``{"BT*BD": 304, "BD": 384}``: ``304 BT BD + 384 BD`` bits) single-buffered, plus more terms
-double-buffered; the need is the largest phase. A parameter may have a minimum (UB rows are 32-byte aligned: a bf16
+element size (2: bf16 / fp16, 4: fp32; or per dtype where one differs from its size's) one or more *phases*, each a
+sum of non-negative coefficients times products of the tile parameters (``{"BT*BD": 304, "BD": 384}``:
+``304 BT BD + 384 BD`` bits) single-buffered, plus more terms double-buffered; the need is the largest phase. A parameter may have a minimum (UB rows are 32-byte aligned: a bf16
 ``BD=8`` row takes 16 columns). A model may instead be the worst of other models (``parts``: a launch of several
 kernels). Each model states a safety ``margin`` (a tile fits when ``need * (1 + margin)`` fits) and lists its
 ``exceptions``: tiles where the compiler's verdict is known to differ from the linear form, answered by that verdict.
@@ -98,7 +98,8 @@ class UBException:
 
 @dataclass(frozen=True)
 class UBModel:
-    """The evaluator: see the module docstring. ``phases`` and ``minimum`` are keyed by element class (2 or 4)."""
+    """The evaluator: see the module docstring. ``phases`` and ``minimum`` are keyed by element size (2 or 4) or
+    by dtype name (``"fp16"``), which takes precedence for that dtype."""
 
     name: str
     params: tuple[str, ...]
