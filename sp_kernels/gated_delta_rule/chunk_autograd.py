@@ -13,7 +13,8 @@ sequential. Forward, per block: the intra-chunk quantities by batched matmuls, t
 chunks (two matmuls per chunk: ``U``, then ``S'``), then the outputs batched. Backward, blocks in reverse: the
 ``(Gam q)^T dO`` and ``P^T dO`` terms batched, a reverse scan (two matmuls per chunk) for the gradients of the
 states and of ``U``, then everything else by batched matmuls again (with ``dvb = Tm^T dU``: dL/dw = -dU S^T gives
--dL/d(beta Gam k) = dvb S^T, and -dL/dA = dvb U^T, so ``w`` and ``u`` need no gradient matmuls of their own).
+-dL/d(beta Gam k) = dvb S^T, and -dL/dA = dvb U^T, so ``w`` and ``u`` need no gradient matmuls of their own;
+``dO`` and ``dvb`` are stacked by rows so that their products with ``S^T`` and ``U^T`` are two matmuls, not four).
 Saved for backward, per block: the chunked normalised inputs, the states, ``q k^T`` and ``k k^T`` (per
 query/key head), ``Tm``, ``U`` and ``-w``.
 
@@ -31,28 +32,44 @@ _BLOCK = 16  # diagonal block size of the explicit triangular inverse
 _EPS = 1e-6  # l2norm: x / sqrt(sum(x^2) + eps), as fla and transformers
 
 
-def _unit_lower_inverse(a: torch.Tensor) -> torch.Tensor:
-    """``(I + a)^-1`` for strictly lower-triangular ``a [..., C, C]`` (batched; CPU triangular solves are slow).
+def _masks(C: int, dtype: torch.dtype, device: torch.device):
+    """``(lower, strict)``: float ``[C, C]`` masks of the lower and strictly lower triangle (cached per size, dtype
+    and device; rebuilding them with ``tril_`` on every call is measurable)."""
+    key = (C, dtype, device)
+    masks = _MASKS.get(key)
+    if masks is None:
+        lower = torch.ones(C, C, dtype=dtype, device=device).tril_()
+        masks = _MASKS[key] = (lower, lower.tril(-1))
+    return masks
 
-    Diagonal ``b x b`` blocks: ``(I + n)^-1 = (I - n)(I + n^2)(I + n^4)...`` (``n`` is nilpotent); then block-row
-    forward substitution ``X[i, :i] = -X[i, i] (a[i, :i] X[:i, :i])``.
+
+_MASKS: dict = {}
+
+
+def _unit_lower_inverse(na: torch.Tensor) -> torch.Tensor:
+    """``(I - na_s)^-1`` for ``na [..., C, C]`` (batched; CPU triangular solves are slow), ``na_s`` the strictly
+    lower part of ``na`` (``-A``: callers pass ``A`` negated, and only its strictly lower part is read).
+
+    Diagonal ``b x b`` blocks: ``(I - n)^-1 = (I + n)(I + n^2)(I + n^4)...`` (``n`` the strictly lower part of a
+    diagonal block of ``na``, nilpotent); then block-row forward substitution ``X[i, :i] = X[i, i] (na[i, :i]
+    X[:i, :i])``.
     """
-    C = a.shape[-1]
+    C = na.shape[-1]
     b = _BLOCK if C % _BLOCK == 0 else C
     nb = C // b
-    blocks = a.unflatten(-1, (nb, b)).unflatten(-3, (nb, b))  # [..., nb, b, nb, b]
-    n = -blocks.diagonal(dim1=-4, dim2=-2).movedim(-1, -3)  # [..., nb, b, b]
-    x = n + torch.eye(b, dtype=a.dtype, device=a.device)
+    blocks = na.unflatten(-1, (nb, b)).unflatten(-3, (nb, b))  # [..., nb, b, nb, b]
+    n = blocks.diagonal(dim1=-4, dim2=-2).movedim(-1, -3) * _masks(b, na.dtype, na.device)[1]  # [..., nb, b, b]
+    x = n + torch.eye(b, dtype=na.dtype, device=na.device)
     p, power = n, 2
     while power < b:
         p = p @ p
         x = x + x @ p  # x (I + n^power)
         power *= 2
-    out = torch.zeros_like(a)
+    out = torch.zeros_like(na)
     out.unflatten(-1, (nb, b)).unflatten(-3, (nb, b)).diagonal(dim1=-4, dim2=-2).copy_(x.movedim(-3, -1))
     for i in range(1, nb):
         rows, left = slice(i * b, (i + 1) * b), slice(0, i * b)
-        out[..., rows, left] = -(x[..., i, :, :] @ (a[..., rows, left] @ out[..., left, left]))
+        out[..., rows, left] = x[..., i, :, :] @ (na[..., rows, left] @ out[..., left, left])
     return out
 
 
@@ -62,14 +79,8 @@ def _decay(gc: torch.Tensor) -> torch.Tensor:
     The upper triangle is zeroed before the exp (no overflow) and after it; a float mask is used because ``exp``
     of ``-inf`` and boolean ``masked_fill`` are several times slower on CPU.
     """
-    C = gc.shape[-1]
-    lower = torch.ones(C, C, dtype=gc.dtype, device=gc.device).tril_()
+    lower = _masks(gc.shape[-1], gc.dtype, gc.device)[0]
     return (gc[..., :, None] - gc[..., None, :]).mul_(lower).exp_().mul_(lower)
-
-
-def _strictly_lower(x: torch.Tensor) -> torch.Tensor:
-    """A ``[C, C]`` float mask of the strictly lower triangle (``x [..., C, C]`` gives size, dtype, device)."""
-    return torch.ones(x.shape[-2:], dtype=x.dtype, device=x.device).tril_(-1)
 
 
 def _chunk_view(x: torch.Tensor, G: int) -> torch.Tensor:
@@ -119,9 +130,15 @@ def _prepare(inputs, tokens: slice, scale: float, l2norm: bool):
 
 def _wy(tm, v, k, beta, gam, u, nw) -> None:
     """``[u | -w] = Tm [beta v | -beta Gam k]`` into ``u``, ``nw`` (``w`` stored negated: ``U = u + (-w) S`` is
-    then one multiply-add; two matmuls into contiguous buffers, so the in-place updates of ``u`` stay batched)."""
-    torch.matmul(tm, v * beta[..., None], out=u)
-    torch.matmul(tm, k * (beta * gam).neg_()[..., None], out=nw)
+    then one multiply-add), as ``u = (Tm diag(beta)) v`` and ``-w = -(Tm diag(beta Gam)) k``: the diagonal scalings
+    act on ``[C, C]`` matrices rather than on ``[C, K]``/``[C, V]`` ones, and since ``k`` is shared by the ``G``
+    value heads of its key head, ``-w`` is one ``[G C, C] x [C, K]`` product per key head (the ``G`` matrices
+    ``Tm diag(beta Gam)`` stacked by rows, as they lie in memory)."""
+    tb = tm * beta[..., None, :]
+    torch.matmul(tb, v, out=u)
+    tb.mul_(gam.neg()[..., None, :])
+    nb, BH, G, C = tb.shape[:4]
+    torch.bmm(tb.view(nb * BH, G * C, C), k.view(nb * BH, C, k.shape[-1]), out=nw.view(nb * BH, G * C, -1))
 
 
 def _flat(x: torch.Tensor) -> torch.Tensor:
@@ -171,7 +188,7 @@ def _forward_block(q, k, v, gc, beta, h, saved):
     torch.matmul(q, kt, out=qk)
     torch.matmul(k, kt, out=kk)
     decay = _decay(gc)
-    tm = _unit_lower_inverse((kk * beta[..., :, None]).mul_(decay).mul_(_strictly_lower(decay)))
+    tm = _unit_lower_inverse(torch.mul(kk, decay).mul_(beta.neg()[..., :, None]))  # -A, read strictly lower
     _wy(tm, v, k, beta, gam, values, nw)
     kd3t = _flat(k * (gc[..., -1:] - gc).exp()[..., None]).transpose(-1, -2)
     values3, nw3 = _flat(values), _flat(nw)
@@ -192,7 +209,10 @@ def _backward_block(prepared, saved, do_grad, dh, scale, l2norm, out):
     block's dq, dk, dv (written). Returns the chunked ``(dg, dbeta)`` and dL/d(state entering chunk n0).
 
     Only the reverse state recurrence is sequential (two matmuls per chunk); what does not feed it (the
-    ``(Gam q)^T dO`` terms before it, the state-facing gradients after it) is batched over the block."""
+    ``(Gam q)^T dO`` and ``P^T dO`` terms before it, the state-facing gradients after it) is batched over the
+    block. After the scan, ``dO`` and ``dvb`` are stacked by rows, ``dx = [dO; dvb]`` ``[2C, V]`` per chunk and
+    value head, so that ``dx h^T = [dO h^T; dvb h^T]`` and ``dx U^T = [dO U^T; dvb U^T]`` are two matmuls rather
+    than four (``h``, the largest operand, is read once)."""
     q, k, v, gc, beta, rq, rk = prepared
     qk, kk, tm, values, nw, h = saved
     NC, BH, G, C, V = v.shape
@@ -204,7 +224,9 @@ def _backward_block(prepared, saved, do_grad, dh, scale, l2norm, out):
     qg = q * gam[..., None]
     kd = k * kdecay[..., None]
 
-    do, dvalues = v.new_empty(NC, BH, G, C, V), v.new_empty(NC, BH, G, C, V)  # dO, dU = dL/dvalues
+    dx = v.new_empty(NC, BH, G, 2 * C, V)  # [dO; dvb]
+    do, dvb = dx[..., :C, :], dx[..., C:, :]
+    dvalues = v.new_empty(NC, BH, G, C, V)  # dU = dL/dvalues
     _to_chunks(do_grad, BH // do_grad.shape[0], out=do)
     torch.bmm(_flat(p).transpose(-1, -2).flatten(0, 1), _flat(do).flatten(0, 1), out=dvalues.flatten(0, 2))
     # dhs[n] = dL/dh[n] (the state entering chunk n of the block); first its (Gam q)^T dO term, batched
@@ -222,39 +244,41 @@ def _backward_block(prepared, saved, do_grad, dh, scale, l2norm, out):
     # dvb u^T + (-dL/dkbg) (-w)^T = dvb (u - w h[n])^T = dvb U^T
     dh_next = dhs[1:].flatten(0, 1)
     dkd = torch.bmm(values.flatten(0, 2), dh_next.transpose(-1, -2)).view_as(kd)
-    dgam_c = torch.linalg.vecdot(h[:NC].flatten(-2), dhs[1:].flatten(-2))  # [NC, BH * G]
+    dgam_c = torch.linalg.vecdot(h[:NC].flatten(-2), dhs[1:].flatten(-2)).view(NC, BH, G)
     dh = dhs[0]
-    dp = do @ values.transpose(-1, -2)
-    dvb = tm.transpose(-1, -2) @ dvalues
-    hT = h[:NC].flatten(0, 1).transpose(-1, -2)
-    dq_g = torch.bmm(do.flatten(0, 2), hT).view(NC, BH, G, C, K)  # dL/d(Gam q)
-    dkbg = torch.bmm(dvb.flatten(0, 2), hT).view(NC, BH, G, C, K)  # -dL/dkbg
-    na = dvb @ values.transpose(-1, -2)  # -dL/dA (only its strictly lower part is used)
-    del do, dhs
+    torch.bmm(tm.flatten(0, 2).transpose(-1, -2), dvalues.flatten(0, 2), out=dvb.flatten(0, 2))
+    dx3 = dx.flatten(0, 2)
+    y = torch.bmm(dx3, h[:NC].flatten(0, 1).transpose(-1, -2)).view(NC, BH, G, 2 * C, K)
+    dq_g, dkbg = y[..., :C, :], y[..., C:, :]  # dL/d(Gam q) = dO h^T, -dL/dkbg = dvb h^T
+    z = torch.bmm(dx3, values.flatten(0, 2).transpose(-1, -2)).view(NC, BH, G, 2 * C, C)
+    dp, na = z[..., :C, :], z[..., C:, :]  # dL/dP = dO U^T, -dL/dA = dvb U^T (its strictly lower part is used)
+    del dhs, dvalues
     scratch = v.new_empty(NC * BH * G * C * max(K, V))  # for the row dot products
     # D-chain: e = dL/dD * D; dqk = dP * D; dkk = dA * Ds * beta_i
     e = p.mul_(dp)
     dqk = dp.mul_(decay)
-    ds = decay.mul_(_strictly_lower(decay))
-    f = (kk * ds).mul_(na)  # -dA * kk * Ds
+    dkk = na.mul_(decay)  # -dA * Ds: the diagonal of D is 1, zeroed here, its upper triangle is 0
+    dkk.diagonal(dim1=-2, dim2=-1).zero_()
+    f = kk * dkk  # -dA * kk * Ds
     kb = _rowdot(dkbg, k, scratch)  # -dL/dkbg . k
     dbeta = _rowdot(dvb, v, scratch).sub_(kb * gam).sub_(f.sum(-1))
     e.addcmul_(f, beta[..., :, None], value=-1)
-    dkk = ds.mul_(na).mul_(beta[..., :, None])  # -dL/dkk
+    dkk.mul_(beta[..., :, None])  # -dL/dkk
     del f, na
 
     # dgc: through D (rows +, columns -), Gam (q and kbg), kd = k Gam_C / Gam and Gam_C; dg = reverse cumsum
     kd_dot = _rowdot(dkd, k, scratch).mul_(kdecay)
     dgc = e.sum(-1).sub_(e.sum(-2)).add_(_rowdot(dq_g, q, scratch).mul_(gam))
     dgc.sub_(kb.mul_(beta * gam)).sub_(kd_dot)
-    dgc[..., -1] += kd_dot.sum(-1) + dgam_c.view(NC, BH, G) * gam[..., -1]
+    dgc[..., -1] += kd_dot.sum(-1) + dgam_c * gam[..., -1]
     dg = dgc.flip(-1).cumsum(-1).flip(-1)
     del e
 
     dqk, dkk = _sum_groups(dqk), _sum_groups(dkk)
     dq = (dqk @ k).add_(_sum_groups(dq_g.mul_(gam[..., None])))
     dk = dqk.transpose(-1, -2) @ q
-    dk.flatten(0, 2).baddbmm_((dkk + dkk.transpose(-1, -2)).flatten(0, 2), k.flatten(0, 2), alpha=-1)
+    dkk3, k3 = dkk.flatten(0, 2), k.flatten(0, 2)
+    dk.flatten(0, 2).baddbmm_(dkk3, k3, alpha=-1).baddbmm_(dkk3.transpose(-1, -2), k3, alpha=-1)  # kk = k k^T
     dk.sub_(_sum_groups(dkbg.mul_((beta * gam)[..., None]))).add_(_sum_groups(dkd.mul_(kdecay[..., None])))
     split = out[0].shape[1:3]  # (B, H)
     if l2norm:
@@ -300,14 +324,14 @@ class ChunkGatedDeltaRule(torch.autograd.Function):
             saved += [*prepared, qk, kk, tm, values, nw, h]
         ctx.save_for_backward(*saved)
         ctx.scale, ctx.l2norm, ctx.shape = scale, l2norm, (B, T, H, G, K, V)
-        return o, state.view(B, HV, K, V).clone()
+        return o, state.reshape(B, HV, K, V).clone()
 
     @staticmethod
     def backward(ctx, do_grad, dstate):
         saved = ctx.saved_tensors
         B, T, H, G, K, V = ctx.shape
         BH, C = B * H, CHUNK
-        dh = saved[-1].new_zeros(BH * G, K, V) if dstate is None else dstate.reshape(BH * G, K, V).clone()
+        dh = saved[-1].new_zeros(BH * G, K, V) if dstate is None else dstate.reshape(BH * G, K, V)
         grads = [do_grad.new_empty(B, T, H, K), do_grad.new_empty(B, T, H, K), do_grad.new_empty(B, T, H * G, V),
                  do_grad.new_empty(B, T, H * G), do_grad.new_empty(B, T, H * G)]
         stop = T // C
@@ -320,4 +344,4 @@ class ChunkGatedDeltaRule(torch.autograd.Function):
             for grad, x in zip(grads[3:], small):
                 _store_chunks(grad[:, tokens], x)
             stop -= nb
-        return (*grads, dh.view(B, BH * G // B, K, V), None, None)
+        return (*grads, dh.reshape(B, BH * G // B, K, V), None, None)
