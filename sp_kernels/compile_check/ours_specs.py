@@ -13,37 +13,25 @@ delta rule with initial / final state and in-kernel l2norm. Run them with::
 """
 from __future__ import annotations
 
-import importlib
-
+from sp_kernels.causal_conv1d import triton_specs as conv_specs
 from sp_kernels.compile_check.specs import CompileSpec
+from sp_kernels.gated_delta_rule import triton_specs as recurrent_specs
+from sp_kernels.rotary import triton_specs as rotary_specs
 
 NOTE = "calibration grid"
 W = 4
 
 
-def _mod(name: str):
-    # (importlib: ``kernels.causal_conv1d`` the attribute is the op function, not the package)
-    return importlib.import_module(name)
-
-
 def conv(dtype: str, BT: int, BD: int, backward: bool = False) -> CompileSpec:
-    return _mod("sp_kernels.causal_conv1d.triton_specs").spec({"BT": BT, "BD": BD, "W": W}, dtype, backward,
-                                                              note=NOTE)
+    return conv_specs.spec({"BT": BT, "BD": BD, "W": W}, dtype, backward, note=NOTE)
 
 
 def rotary(dtype: str, BT: int, D: int, R: int, backward: bool = False) -> CompileSpec:
-    return _mod("sp_kernels.rotary.triton_specs").spec(BT, D, R, dtype, backward, note=f"{NOTE} D={D} R={R}")
+    return rotary_specs.spec(BT, D, R, dtype, backward, note=f"{NOTE} D={D} R={R}")
 
 
 def fused_recurrent(dtype: str, BK: int, BV: int) -> CompileSpec:
-    m = _mod("sp_kernels.gated_delta_rule.fused_recurrent_triton")
-    ptr = f"*{dtype}"
-    sig = {n: ptr for n in ("q", "k", "v", "g", "beta", "o")}
-    sig.update({"h0": "*fp32", "ht": "*fp32", "seq_bos": "*i32", "seq_len": "*i32", "scale": "fp32",
-                "N": "i32", "H": "i32", "HV": "i32", "K": "i32", "V": "i32"})
-    const = {"BK": BK, "BV": BV, "HAS_H0": True, "STORE_FINAL": True, "L2NORM": True}
-    return CompileSpec(m.KERNEL, m.__name__, "_fused_recurrent_gdr_fwd_kernel", sig, const, dtype,
-                       {"BK": BK, "BV": BV}, note=NOTE)
+    return recurrent_specs.spec(BK, BV, dtype, note=NOTE)
 
 
 DTYPES = ("bf16", "fp32")

@@ -20,7 +20,7 @@ from sp_kernels.compile_check.specs import CompileSpec
 OURS = (
     "sp_kernels.causal_conv1d.triton_specs",
     "sp_kernels.rotary.triton_specs",
-    "sp_kernels.gated_delta_rule.fused_recurrent_triton",
+    "sp_kernels.gated_delta_rule.triton_specs",
 )
 TABLE = Path(__file__).resolve().parents[2] / "dispatch" / "data" / "compile_table.json"
 #: shapes at which the fla launches the dispatcher would make are collected (Qwen3.5 conv widths, with SP)

@@ -41,8 +41,6 @@ INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
 #: plan: the launches), ``launch`` (runs them), ``specs`` (compile specs)
 OPS = {"conv": "sp_kernels.causal_conv1d", "rotary": "sp_kernels.rotary", "gdr": "sp_kernels.gated_delta_rule"}
 ROLES = ("kernels", "plan", "launch", "specs")
-#: ops not split by role yet: their one module plays every role
-NOT_SPLIT = {'gdr': 'sp_kernels.gated_delta_rule.fused_recurrent_triton'}
 #: the ``@interpreted`` tests' names, which the interpreter subprocess runs
 _INTERPRETED_TESTS = []
 
@@ -91,12 +89,9 @@ def interpreter_run(tmp_path_factory):
 @pytest.fixture(scope="module")
 def tk():
     # (importlib: ``kernels.causal_conv1d`` the attribute is the op function, not the package)
-    def roles(op, package):
-        if op in NOT_SPLIT:
-            return SimpleNamespace(**dict.fromkeys(ROLES, importlib.import_module(NOT_SPLIT[op])))
-        return SimpleNamespace(**{role: importlib.import_module(f"{package}.triton_{role}") for role in ROLES})
-
-    return SimpleNamespace(**{op: roles(op, package) for op, package in OPS.items()})
+    return SimpleNamespace(**{op: SimpleNamespace(**{role: importlib.import_module(f"{package}.triton_{role}")
+                                                     for role in ROLES})
+                              for op, package in OPS.items()})
 
 
 @interpreted
@@ -165,7 +160,8 @@ def test_causal_conv1d_matches_reference(tk, B, T, D, W, bias, activation, state
     }
     kw = dict(activation=activation, output_final_state=final,
               cu_seqlens=None if cu is None else torch.tensor(cu))
-    _compare(lambda **a: tk.conv.launch.causal_conv1d_triton(**a, tile=SMALL_CONV), causal_conv1d_reference, inputs, **kw)
+    _compare(lambda **a: tk.conv.launch.causal_conv1d_triton(**a, tile=SMALL_CONV), causal_conv1d_reference, inputs,
+             **kw)
 
 
 @interpreted
@@ -268,8 +264,8 @@ def test_conv_tiles_fit(tk, dtype):
                 launches = tk.conv.plan.launches(ctx)
                 assert [l.kernel for l in launches] == ["ours.causal_conv1d_fwd", "ours.causal_conv1d_bwd"]
                 _check_npu(launches, dtype)
-                _check_cuda(tk.conv.plan.launches(Context("causal_conv1d", CUDA, dtype, ctx.shapes, requires_grad=True)),
-                            dtype)
+                cuda = Context("causal_conv1d", CUDA, dtype, ctx.shapes, requires_grad=True)
+                _check_cuda(tk.conv.plan.launches(cuda), dtype)
     # packed: the total length bounds the work; still the persistent grid
     ctx = Context("causal_conv1d", NPU, dtype, {"B": 1, "T": 2**20, "D": 1280, "W": 4}, packed=True)
     _check_npu(tk.conv.plan.launches(ctx), dtype)
@@ -310,7 +306,7 @@ def test_the_tile_plans_import_no_triton():
     script = ("import sys; sys.modules['triton'] = None\n"
               "import kernels\n"
               "from dispatch import Context, resolve_profile\n"
-              f"for package in {sorted(p for op, p in OPS.items() if op not in NOT_SPLIT)!r}:\n"
+              f"for package in {sorted(OPS.values())!r}:\n"
               "    __import__(package + '.triton_plan')\n"
               "from sp_kernels.causal_conv1d.triton_plan import launches\n"
               "ctx = Context('causal_conv1d', resolve_profile('npu:Ascend910B3'), shapes=dict(T=64, D=256, W=4))\n"
@@ -374,7 +370,7 @@ def test_the_launchers_run_the_launches_the_plan_returns(tk, monkeypatch, spec):
         torch.randn(B, T, H, K), torch.randn(B, T, H, K), torch.randn(B, T, HV, V), -torch.rand(B, T, HV),
         torch.rand(B, T, HV), K**-0.5)
     ctx = Context("chunk_gated_delta_rule", profile, torch.float32, {"B": B, "T": T, "H": H, "HV": HV, "K": K, "V": V})
-    check(tk.gdr.plan.launches(ctx), launched({"_fused_recurrent_gdr_fwd_kernel": tk.gdr.plan.KERNEL}))
+    check(tk.gdr.plan.launches(ctx), launched({"fused_recurrent_gdr_fwd_kernel": tk.gdr.plan.KERNEL}))
 
 
 def test_compile_specs_cover_every_argument(tk):
