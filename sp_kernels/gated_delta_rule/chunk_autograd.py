@@ -191,11 +191,11 @@ def _forward_block(q, k, v, gc, beta, h, saved):
     tm = _unit_lower_inverse(torch.mul(kk, decay).mul_(beta.neg()[..., :, None]))  # -A, read strictly lower
     _wy(tm, v, k, beta, gam, values, nw)
     kd3t = _flat(k * (gc[..., -1:] - gc).exp()[..., None]).transpose(-1, -2)
-    values3, nw3 = _flat(values), _flat(nw)
     gam3 = gam[..., -1].flatten(1)[..., None, None]  # Gam_C
-    for i in range(v.shape[0]):  # h[n] enters chunk n: U[n] = u + (-w) h[n], h[n + 1] = Gam_C h[n] + kd^T U[n]
-        values3[i].baddbmm_(nw3[i], h[i])
-        torch.mul(h[i], gam3[i], out=h[i + 1]).baddbmm_(kd3t[i], values3[i])
+    hs = h.unbind(0)  # per-chunk views made once (indexing in the loop is a dispatch per operand)
+    for i, (u, nw_, kdt, gc_) in enumerate(zip(*(x.unbind(0) for x in (_flat(values), _flat(nw), kd3t, gam3)))):
+        u.baddbmm_(nw_, hs[i])  # h[n] enters chunk n: U[n] = u + (-w) h[n], h[n + 1] = Gam_C h[n] + kd^T U[n]
+        torch.mul(hs[i], gc_, out=hs[i + 1]).baddbmm_(kdt, u)
     qg = q * gam[..., None]
     torch.bmm(qg.flatten(0, 2), h[:-1].flatten(0, 1), out=o.flatten(0, 2))
     o.flatten(0, 2).baddbmm_(decay.mul_(qk).flatten(0, 2), values.flatten(0, 2))  # + P values, P = (q k^T) D
@@ -233,22 +233,23 @@ def _backward_block(prepared, saved, do_grad, dh, scale, l2norm, out):
     dhs = h.new_empty(NC + 1, BH * G, K, V)
     dhs[NC] = dh
     torch.bmm(qg.flatten(0, 2).transpose(-1, -2), do.flatten(0, 2), out=dhs[:NC].flatten(0, 1))
-    dvalues3, kd3, nwt3 = _flat(dvalues), _flat(kd), _flat(nw).transpose(-1, -2)
     gam3 = gam[..., -1].flatten(1)[..., None, None]
-    for i in range(NC - 1, -1, -1):  # dU[n] += kd dh[n + 1]; dh[n] += Gam_C dh[n + 1] + (-w)^T dU[n]
-        dvalues3[i].baddbmm_(kd3[i], dhs[i + 1])
-        dhs[i].addcmul_(dhs[i + 1], gam3[i]).baddbmm_(nwt3[i], dvalues3[i])
+    dhl = dhs.unbind(0)
+    steps = zip(*(x.unbind(0) for x in (_flat(dvalues), _flat(kd), _flat(nw).transpose(-1, -2), gam3)))
+    for i, (du, kd_, nwt, gc_) in reversed(list(enumerate(steps))):
+        du.baddbmm_(kd_, dhl[i + 1])  # dU[n] += kd dh[n + 1]; dh[n] += Gam_C dh[n + 1] + (-w)^T dU[n]
+        dhl[i].addcmul_(dhl[i + 1], gc_).baddbmm_(nwt, du)
     del qg
     # batched after the scan: dkd = U dh[n + 1]^T, dGam_C = <h[n], dh[n + 1]>, dvb = Tm^T dU (as [u | -w] =
     # Tm [vb | -kbg]); since dL/d(-w) = dU h[n]^T, -dL/dkbg = Tm^T dU h[n]^T = dvb h[n]^T, and -dL/dA =
     # dvb u^T + (-dL/dkbg) (-w)^T = dvb (u - w h[n])^T = dvb U^T
     dh_next = dhs[1:].flatten(0, 1)
     dkd = torch.bmm(values.flatten(0, 2), dh_next.transpose(-1, -2)).view_as(kd)
-    dgam_c = torch.linalg.vecdot(h[:NC].flatten(-2), dhs[1:].flatten(-2)).view(NC, BH, G)
     dh = dhs[0]
     torch.bmm(tm.flatten(0, 2).transpose(-1, -2), dvalues.flatten(0, 2), out=dvb.flatten(0, 2))
     dx3 = dx.flatten(0, 2)
     y = torch.bmm(dx3, h[:NC].flatten(0, 1).transpose(-1, -2)).view(NC, BH, G, 2 * C, K)
+    dgam_c = torch.linalg.vecdot(h[:NC].flatten(-2), dhs[1:].flatten(-2)).view(NC, BH, G)  # h still warm
     dq_g, dkbg = y[..., :C, :], y[..., C:, :]  # dL/d(Gam q) = dO h^T, -dL/dkbg = dvb h^T
     z = torch.bmm(dx3, values.flatten(0, 2).transpose(-1, -2)).view(NC, BH, G, 2 * C, C)
     dp, na = z[..., :C, :], z[..., C:, :]  # dL/dP = dO U^T, -dL/dA = dvb U^T (its strictly lower part is used)
