@@ -99,7 +99,9 @@ def _sp_rule(selections: list[Selection]) -> list[str]:
     conv = next(s for s in selections if s.op == "causal_conv1d")
     overflows = _ub_overflows(conv)
     if overflows:
-        verdict = f"here {', '.join(overflows)} overflow(s) (UB lines above), so {conv.chosen.name} runs."
+        said = all("(ub overflow)" in dict(conv.rejected).get(name, "") for name in overflows)
+        verdict = (f"here {', '.join(overflows)} overflow(s) ({'reason' if said else 'UB lines'} above), "
+                   f"so {conv.chosen.name} runs.")
     else:
         verdict = f"here none overflows; {conv.chosen.name} is chosen for the reasons above."
     return [

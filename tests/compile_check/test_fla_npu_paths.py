@@ -141,7 +141,7 @@ def test_fla_generic_conv_is_rejected_with_the_overflow_in_bits_and_explain_show
     assert abs(need - 1844224) <= 0.01 * 1844224
     assert "UB fla (rejected): fla.causal_conv1d_bwd_generic(BT=64, BD=16, W=4;" in out
     assert f": overflow {need}/1572864" in out
-    assert "here fla overflow(s) (UB lines above), so torch runs." in out
+    assert "here fla overflow(s) (reason above), so torch runs." in out
 
 
 def test_fla_triton_ascend_conv_is_chosen_where_it_fits():
