@@ -82,20 +82,9 @@ def recurrent_gated_delta_rule_torch(
     cu_seqlens: torch.LongTensor | None = None,
     use_qk_l2norm_in_kernel: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    r"""The gated delta rule stepped token by token (see ``kernels.gated_delta_rule.api`` for the contract).
-
-    Args:
-        q, k: ``[B, T, H, K]``. v: ``[B, T, HV, V]``, ``HV % H == 0``. g, beta: ``[B, T, HV]``.
-        scale: multiplies ``q``. initial_state: ``[N, HV, K, V]`` or ``None`` (zeros); never written (the
-            first step writes a new state, the next ones update it in place when autograd does not record).
-        output_final_state: return the final state of each sequence.
-        cu_seqlens: ``[N + 1]`` int64 packed-sequence boundaries (``B == 1``), or ``None``.
-        use_qk_l2norm_in_kernel: L2-normalise ``q`` and ``k`` over ``K`` (eps 1e-6) first.
-
-    Returns:
-        o ``[B, T, HV, V]`` in ``v.dtype``; final state ``[N, HV, K, V]`` (float64 for float64 inputs, else
-        float32) or ``None``.
-    """
+    r"""The gated delta rule stepped token by token; arguments and results as the public op (validated there, see
+    ``sp_kernels/gated_delta_rule/api.py``). ``initial_state`` is never written: the first step writes a new
+    state, the next ones update it in place when autograd does not record."""
     dtype = torch.float64 if q.dtype == torch.float64 else torch.float32
     B, T, H, K = q.shape
     HV, V = v.shape[2], v.shape[3]
