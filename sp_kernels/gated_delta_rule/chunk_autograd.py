@@ -30,6 +30,10 @@ CHUNK = 64
 _SAVED = 13  # tensors saved per block of chunks: (q, k, v, gc, beta, rq, rk), (qk, kk, tm, values, nw, h)
 _BLOCK = 16  # diagonal block size of the explicit triangular inverse
 _EPS = 1e-6  # l2norm: x / sqrt(sum(x^2) + eps), as fla and transformers
+#: Decays below exp(-_CUTOFF) are exactly 0 in float32 (see :func:`_decay_exp`). exp(-30) = 9.4e-14 is six orders
+#: below float32's resolution (1.2e-7), and products of two kept decays (>= exp(-60) = 8.7e-27) stay far above
+#: float32's smallest normal number (1.2e-38).
+_CUTOFF = 30.0
 
 
 def _masks(C: int, dtype: torch.dtype, device: torch.device):
@@ -46,14 +50,27 @@ def _masks(C: int, dtype: torch.dtype, device: torch.device):
 _MASKS: dict = {}
 
 
+_TINY = 9.357622968840175e-14  # exp(-_CUTOFF)
+
+
+def _flush_(t: torch.Tensor) -> torch.Tensor:
+    """Zero the float32 entries of ``t`` below ``exp(-_CUTOFF)`` in magnitude, in place: what the inverse's products
+    then multiply stays normal (see :func:`_decay_exp`); float64 is left as it is."""
+    if t.dtype == torch.float64:
+        return t
+    return t.mul_(t.abs() >= _TINY)
+
+
 def _unit_lower_inverse(na: torch.Tensor) -> torch.Tensor:
     """``(I - na_s)^-1`` for ``na [..., C, C]`` (batched; CPU triangular solves are slow), ``na_s`` the strictly
     lower part of ``na`` (``-A``: callers pass ``A`` negated, and only its strictly lower part is read).
 
     Diagonal ``b x b`` blocks: ``(I - n)^-1 = (I + n)(I + n^2)(I + n^4)...`` (``n`` the strictly lower part of a
     diagonal block of ``na``, nilpotent); then block-row forward substitution ``X[i, :i] = X[i, i] (na[i, :i]
-    X[:i, :i])``.
+    X[:i, :i])``. In float32 the operands and every product are flushed (:func:`_flush_`): entries are products of
+    decays along paths of tokens, and a long path of kept decays can still underflow into the subnormal range.
     """
+    na = _flush_(na.clone()) if na.dtype != torch.float64 else na
     C = na.shape[-1]
     b = _BLOCK if C % _BLOCK == 0 else C
     nb = C // b
@@ -62,25 +79,38 @@ def _unit_lower_inverse(na: torch.Tensor) -> torch.Tensor:
     x = n + torch.eye(b, dtype=na.dtype, device=na.device)
     p, power = n, 2
     while power < b:
-        p = p @ p
-        x = x + x @ p  # x (I + n^power)
+        p = _flush_(p @ p)
+        x = _flush_(x + x @ p)  # x (I + n^power)
         power *= 2
     out = torch.zeros_like(na)
     out.unflatten(-1, (nb, b)).unflatten(-3, (nb, b)).diagonal(dim1=-4, dim2=-2).copy_(x.movedim(-3, -1))
     for i in range(1, nb):
         rows, left = slice(i * b, (i + 1) * b), slice(0, i * b)
-        out[..., rows, left] = x[..., i, :, :] @ (na[..., rows, left] @ out[..., left, left])
+        out[..., rows, left] = _flush_(x[..., i, :, :] @ _flush_(na[..., rows, left] @ out[..., left, left]))
     return out
 
 
+def _decay_exp(x: torch.Tensor) -> torch.Tensor:
+    """``exp(x)`` of log-space decays ``x <= 0``, in float32 exactly 0 where ``x < -_CUTOFF`` (a new tensor).
+
+    Real gates decay fast (Qwen3.5's ``g`` reaches -10 per token), so within a chunk ``exp`` of cumulated decays
+    lands in float32's subnormal range (below 1.2e-38, ``x < -87``), and every product with a subnormal operand or
+    result takes a microcode assist on x86: the same step measured 3-5x slower with a real model's gates than with
+    mild ones. Clamping first (no subnormal from the exp itself) and zeroing what was clamped keeps every later
+    product normal or exactly 0. Float64 keeps every decay (its subnormals start at ``x < -708``)."""
+    if x.dtype == torch.float64:
+        return x.exp()
+    return x.clamp_min(-_CUTOFF).exp_().mul_(x > -_CUTOFF)
+
+
 def _decay(gc: torch.Tensor) -> torch.Tensor:
-    """``D[..., i, j] = exp(gc_i - gc_j)`` for ``j <= i``, else 0.
+    """``D[..., i, j] = exp(gc_i - gc_j)`` for ``j <= i``, else 0 (and 0 below ``exp(-_CUTOFF)`` in float32).
 
     The upper triangle is zeroed before the exp (no overflow) and after it; a float mask is used because ``exp``
     of ``-inf`` and boolean ``masked_fill`` are several times slower on CPU.
     """
     lower = _masks(gc.shape[-1], gc.dtype, gc.device)[0]
-    return (gc[..., :, None] - gc[..., None, :]).mul_(lower).exp_().mul_(lower)
+    return _decay_exp((gc[..., :, None] - gc[..., None, :]).mul_(lower)).mul_(lower)
 
 
 def _chunk_view(x: torch.Tensor, G: int) -> torch.Tensor:
@@ -184,14 +214,14 @@ def _forward_block(q, k, v, gc, beta, h, saved):
     Only the state recurrence is sequential (two matmuls per chunk); the outputs ``o = (Gam q) h + P U`` are
     batched over the block once its states are known."""
     qk, kk, values, nw, o = saved
-    gam = gc.exp()
+    gam = _decay_exp(gc)
     kt = k.transpose(-1, -2)
     torch.matmul(q, kt, out=qk)
     torch.matmul(k, kt, out=kk)
     decay = _decay(gc)
     tm = _unit_lower_inverse(torch.mul(kk, decay).mul_(beta.neg()[..., :, None]))  # -A, read strictly lower
     _wy(tm, v, k, beta, gam, values, nw)
-    kd3t = _flat(k * (gc[..., -1:] - gc).exp()[..., None]).transpose(-1, -2)
+    kd3t = _flat(k * _decay_exp(gc[..., -1:] - gc)[..., None]).transpose(-1, -2)
     gam3 = gam[..., -1].flatten(1)[..., None, None]  # Gam_C
     hs = h.unbind(0)  # per-chunk views made once (indexing in the loop is a dispatch per operand)
     for i, (u, nw_, kdt, gc_) in enumerate(zip(*(x.unbind(0) for x in (_flat(values), _flat(nw), kd3t, gam3)))):
@@ -218,8 +248,8 @@ def _backward_block(prepared, saved, do_grad, dh, scale, l2norm, out):
     qk, kk, tm, values, nw, h = saved
     NC, BH, G, C, V = v.shape
     K = q.shape[-1]
-    gam = gc.exp()
-    kdecay = (gc[..., -1:] - gc).exp()
+    gam = _decay_exp(gc)
+    kdecay = _decay_exp(gc[..., -1:] - gc)
     decay = _decay(gc)
     p = qk * decay
     qg = q * gam[..., None]

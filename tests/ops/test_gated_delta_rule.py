@@ -392,3 +392,26 @@ def test_short_inputs_select_the_recurrent_path():
             for T in (1, MAX_T, MAX_T + 1)}
     assert pick == {1: "torch_recurrent", MAX_T: "torch_recurrent", MAX_T + 1: "torch"}
     assert select(OP, Context(OP, detect(torch.device("cpu")), torch.float32, shapes)).chosen.name == "torch"
+
+
+@pytest.mark.parametrize("l2norm", [True, False], ids=["l2norm", "no-l2norm"])
+def test_fast_decays_as_a_real_model_makes_them(l2norm):
+    """Qwen3.5's gates reach g = -50 per token (A = exp(A_log) up to 16, softplus(a + dt_bias)): within a chunk the
+    cumulated decays fall far below float32's normal range. The float32 chunked path drops decays below exp(-30)
+    (they would be subnormal, and slow) — its output and gradients still match the float64 reference."""
+    inputs = make_inputs(1, 150, 2, 4, 16, 16, l2norm=l2norm, n_states=1, seed=23)
+    gen = torch.Generator().manual_seed(24)
+    A = torch.empty(4, dtype=torch.float64).uniform_(1, 16, generator=gen)
+    inputs["g"] = -A * F.softplus(torch.randn(1, 150, 4, generator=gen, dtype=torch.float64) * 2 + 1)
+    assert inputs["g"].min() < -30
+    kw = dict(output_final_state=True, use_qk_l2norm_in_kernel=l2norm)
+    want = run("reference", inputs, **kw)
+    assert_parity(run("torch", inputs, **kw), want, atol=1e-9, rtol=1e-9)  # float64 keeps every decay
+    inputs32 = {n: x.float() for n, x in inputs.items()}
+    got = run("torch", inputs32, **kw)
+    assert_parity(got, want, atol=2e-4, rtol=2e-4)
+    from sp_kernels.gated_delta_rule import chunk_autograd
+
+    for x in (got[0], got[1], *got[2].values()):
+        assert not ((x != 0) & (x.abs() < torch.finfo(torch.float32).tiny)).any()
+    assert chunk_autograd._decay_exp(torch.tensor([-31.0, -29.0, 0.0])).tolist() == [0.0, pytest.approx(2.54e-13, rel=1e-2), 1.0]
