@@ -72,10 +72,18 @@ class NpuPaths:
         conv = {CORE_GRID: "its Triton-Ascend core-grid conv kernels (legacy tiling where the layout needs it)",
                 LEGACY: "its legacy Triton-Ascend conv kernels (no core grid)",
                 GENERIC: "its generic GPU-autotuned conv kernels"}[self.conv]
-        gdr = ("its Triton-Ascend delta-rule kernels" if self.delta_rule != GENERIC
-               else "its generic delta-rule kernels")
-        what = {"causal_conv1d": conv, "chunk_gated_delta_rule": gdr}.get(op, f"{conv} and {gdr}")
-        return f"{what} ({self.why})"
+        if self.delta_rule != GENERIC:
+            gdr = "its Triton-Ascend delta-rule kernels (fla/ops/gated_delta_rule/backends/triton_ascend)"
+        else:
+            gdr = "its generic delta-rule kernels (" + (
+                self.why if self.why.startswith(DISPATCH_ENV) else "this fla has no Triton-Ascend delta-rule backend") + ")"
+        if op == "causal_conv1d":
+            return f"{conv} ({self.why})"
+        if op == "chunk_gated_delta_rule":
+            return gdr
+        if op is None:
+            return f"{conv} ({self.why}) and {gdr}"
+        return "its Triton kernels"
 
 
 def npu_paths(package_dir: str | None = None, env=None) -> NpuPaths:
