@@ -41,18 +41,24 @@ def _fla_chosen() -> list[CompileSpec]:
     import torch
 
     from dispatch import Context, resolve_profile
+    from dispatch.ub import check_launches
     from sp_kernels.causal_conv1d.fla import ascend_launches
     from sp_kernels.compile_check import fla_specs
 
     builders = {"fla.causal_conv1d_fwd_coregrid": [fla_specs.fwd_coregrid],
                 "fla.causal_conv1d_bwd_coregrid": [fla_specs.bwd_coregrid],
                 "fla.causal_conv1d_fwd": [fla_specs.fwd_legacy],
-                "fla.causal_conv1d_bwd": [fla_specs.bwd_dx, fla_specs.bwd_dwdb]}
+                "fla.causal_conv1d_bwd": [fla_specs.bwd_dx, fla_specs.bwd_dwdb],
+                "fla.causal_conv1d_fwd_generic": [fla_specs.fwd_generic],  # FLA_DISABLE_BACKEND_DISPATCH=1
+                "fla.causal_conv1d_bwd_generic": [fla_specs.bwd_generic]}
     npu = resolve_profile("npu:Ascend910B3")
     specs = []
     for dtype, name in ((torch.bfloat16, "bf16"), (torch.float32, "fp32")):
         for shapes in FLA_SHAPES:
-            for launch in ascend_launches(Context("causal_conv1d", npu, dtype, shapes, requires_grad=True)):
+            launches = ascend_launches(Context("causal_conv1d", npu, dtype, shapes, requires_grad=True))
+            if not check_launches(launches, npu, dtype)[0]:  # rejected (the generic backward overflows): not chosen
+                continue
+            for launch in launches:
                 specs += [build(name, launch.tile["BT"], launch.tile["BD"]) for build in builders[launch.kernel]]
     return specs
 
