@@ -6,7 +6,6 @@ restarts into ``cu_seqlens`` for the conv, the delta rule and attention.
 """
 from __future__ import annotations
 
-import functools
 import inspect
 from dataclasses import dataclass
 
@@ -58,13 +57,21 @@ def cu_seqlens_from_position_ids(position_ids: torch.Tensor) -> torch.Tensor | N
     return torch.cat([starts.new_zeros(1), starts, starts.new_full((1,), T)]).long()
 
 
-@functools.lru_cache(maxsize=None)
 def _signature(forward) -> tuple[inspect.Signature, str | None]:
-    """``forward``'s signature (with ``self``) and the name of its ``**kwargs`` (made once per function: reading a
-    signature costs more than a decoding step's hooks otherwise do)."""
-    sig = inspect.signature(forward)
-    var = [n for n, p in sig.parameters.items() if p.kind is inspect.Parameter.VAR_KEYWORD]
-    return sig, (var[0] if var else None)
+    """``forward``'s signature (with ``self``) and the name of its ``**kwargs``, read once per function in eager
+    calls (reading a signature costs more than a decoding step's hooks otherwise do); while tracing, read afresh
+    (dynamo traces through the reading, not through a cache)."""
+    found = None if torch.compiler.is_compiling() else _SIGNATURES.get(forward)
+    if found is None:
+        sig = inspect.signature(forward)
+        var = next((n for n, p in sig.parameters.items() if p.kind is inspect.Parameter.VAR_KEYWORD), None)
+        found = (sig, var)
+        if not torch.compiler.is_compiling():
+            _SIGNATURES[forward] = found
+    return found
+
+
+_SIGNATURES: dict = {}
 
 
 def call_arguments(module, args, kwargs) -> dict:
