@@ -19,8 +19,7 @@ def causal_conv1d_update(x: torch.Tensor, conv_state: torch.Tensor, weight: torc
     (the ``W - 1`` previous inputs, then ``x``), computed in ``weight``'s dtype as transformers does.
     ``activation``: ``None`` or ``'silu'`` / ``'swish'``.
     """
-    conv_state[..., :-1] = conv_state[..., 1:].clone()
-    conv_state[..., -1] = x
+    conv_state.copy_(torch.cat([conv_state[..., 1:], x[..., None].to(conv_state.dtype)], dim=-1))
     y = torch.linalg.vecdot(conv_state.to(weight.dtype), weight)
     if bias is not None:
         y += bias

@@ -24,10 +24,12 @@ def _canonical(name: str) -> str:
 
 def the_cache(cache=None, **older):
     """The one cache a forward was given, whichever keyword carried it (``cache`` or an older name)."""
-    given = {name: value for name, value in (("cache", cache), *older.items()) if value is not None}
-    if len({id(v) for v in given.values()}) > 1:
-        raise ValueError(f"cache: given twice, as {' and '.join(given)}")
-    return next(iter(given.values()), None)
+    for value in older.values():  # a few attribute reads: this runs in every decoded token's forwards
+        if value is not None and cache is not None and value is not cache:
+            given = [name for name, v in (("cache", cache), *older.items()) if v is not None]
+            raise ValueError(f"cache: given twice, as {' and '.join(given)}")
+        cache = value if value is not None else cache
+    return cache
 
 
 def cache_of(call: dict):

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from sp_kernels.causal_conv1d.update import causal_conv1d_update
+from sp_kernels.gated_delta_rule.recurrent import one_token, recurrent_gated_delta_rule_torch
 from sp_kernels.kernelize.batch import BATCH_KWARG
 from sp_kernels.kernelize.compat import the_cache
 from sp_kernels.sp.comm import all_to_all
@@ -66,14 +67,19 @@ def gated_deltanet_forward(self, hidden_states: torch.Tensor, cache=None, attent
     B, T, _ = hidden_states.shape
     mixed_qkv, z, b, a = binding.project(self, hidden_states)  # [B, T, conv_dim], [B, T, HV, Dv], [B, T, HV] x2
 
-    conv = binding.ops["causal_conv1d"].fn(packed, T)
     weight = self.conv1d.weight.squeeze(1)
     conv_state = cache_params.get_conv_state(self.layer_idx) if cache_params is not None else None
     if conv_state is not None and T == 1 and not cache_params.is_recording_past(self.layer_idx):
         # one-token decode: a step on the cache's last W inputs, in place
-        mixed_qkv = causal_conv1d_update(mixed_qkv[:, 0], conv_state, weight, self.conv1d.bias,
-                                         self.activation)[:, None]
+        x = causal_conv1d_update(mixed_qkv[:, 0], conv_state, weight, self.conv1d.bias, self.activation)
+        delta_rule = binding.ops["chunk_gated_delta_rule"].fn(False, 1)
+        if delta_rule is recurrent_gated_delta_rule_torch and not torch.is_grad_enabled():
+            core, state = _decode_step(self, x, b, a, cache_params.get_recurrent_state(self.layer_idx))
+            cache_params.update_recurrent_state(state, self.layer_idx)
+            return _output(self, core, z)
+        mixed_qkv = x[:, None]
     else:
+        conv = binding.ops["causal_conv1d"].fn(packed, T)
         if cache_params is not None:  # prefill / chunked prefill: the cache returns [state | new] inputs
             full = cache_params.update_conv_state(mixed_qkv.transpose(1, 2), self.layer_idx,
                                                   conv_kernel_size=self.conv_kernel_size)
@@ -98,11 +104,33 @@ def _delta_rule(self, binding, mixed_qkv, b, a, A_log, dt_bias, key_dim, initial
     query = query.reshape(B, T, -1, self.head_k_dim)
     key = key.reshape(B, T, -1, self.head_k_dim)
     value = value.reshape(B, T, -1, self.head_v_dim)
-    beta = b.sigmoid()
-    g = -A_log.float().exp() * F.softplus(a.float() + dt_bias)
+    beta, g = _gates(b, a, A_log, dt_bias)
     delta_rule = binding.ops["chunk_gated_delta_rule"].fn(cu_seqlens is not None, T)
     return delta_rule(query, key, value, g, beta, scale=self.head_k_dim**-0.5, initial_state=initial_state,
                       output_final_state=output_final_state, cu_seqlens=cu_seqlens, use_qk_l2norm_in_kernel=True)
+
+
+def _gates(b, a, A_log, dt_bias):
+    """``(beta, g)``: the delta rule's write strength and log decay from the projections ``b``, ``a`` (per value
+    head, last dim), as transformers computes them."""
+    return b.sigmoid(), -A_log.float().exp() * F.softplus(a.float() + dt_bias)
+
+
+def _decode_step(self, x, b, a, recurrent_state):
+    """One decoded token after the conv (``x [B, conv_dim]``), ``torch_recurrent`` bound, no autograd: the same
+    arithmetic as :func:`_delta_rule` then ``torch_recurrent``, in fewer ops — query and key viewed in ``x`` (no
+    split, stack or repeat), gates shaped per ``[key head, group]``, and the cache's state updated in place (as
+    transformers' cache does: it copies each new state into a buffer of fixed address) -> ``(o [B, 1, HV, V],
+    state [B, HV, K, V])``."""
+    B = x.shape[0]
+    H, HV, K, V = self.num_k_heads, self.num_v_heads, self.head_k_dim, self.head_v_dim
+    G = HV // H
+    qk = x[:, :2 * self.key_dim].view(B, 2, H, K)
+    v = x[:, 2 * self.key_dim:].view(B, H, G, V)
+    beta, g = _gates(b.reshape(B, H, G, 1), a.reshape(B, H, G, 1), self.A_log.view(H, G, 1), self.dt_bias.view(H, G, 1))
+    dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+    o, state = one_token(qk, v, g.exp_(), beta, K**-0.5, recurrent_state, True, dtype, inplace=True)
+    return o.view(B, 1, HV, V).to(x.dtype), state.view(B, HV, K, V)
 
 
 def _output(self, core, z):

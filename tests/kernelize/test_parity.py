@@ -119,6 +119,38 @@ def cache_keyword(model) -> str:
 
 
 @pytest.mark.parametrize("family,dtype,tol", FAMILIES)
+def test_decoded_tokens_take_the_decode_step(family, dtype, tol):
+    """A decoded token without autograd runs the decode step (the conv and the recurrence on the cache's own
+    tensors, in place): the cache keeps its state tensors, whose values equal transformers'."""
+    from unittest import mock
+
+    from sp_kernels.kernelize import gated_deltanet
+
+    base = build(family, dtype, use_cache=True)
+    model = copy.deepcopy(base)
+    kernels.kernelize(model, mode="inference")
+    ids, nxt = torch.randint(0, 96, (2, 6)), torch.randint(0, 96, (2, 1))
+    cache = cache_keyword(base)
+    with torch.no_grad():
+        a, b = model(input_ids=ids, use_cache=True), base(input_ids=ids, use_cache=True)
+        ca, cb = getattr(a, cache), getattr(b, cache)
+        layers = [i for i, layer in enumerate(model.model.layers) if hasattr(layer, "linear_attn")]
+        held = {i: (ca.get_conv_state(i), ca.get_recurrent_state(i)) for i in layers}
+        with mock.patch.object(gated_deltanet, "_decode_step", wraps=gated_deltanet._decode_step) as step:
+            for _ in range(2):
+                la = model(input_ids=nxt, use_cache=True, **{cache: ca}).logits
+                lb = base(input_ids=nxt, use_cache=True, **{cache: cb}).logits
+        assert step.call_count == 2 * len(layers)
+        torch.testing.assert_close(la, lb, rtol=TRANSFORMERS_TOL, atol=TRANSFORMERS_TOL)
+        for i in layers:
+            assert ca.get_conv_state(i) is held[i][0] and ca.get_recurrent_state(i) is held[i][1]
+            torch.testing.assert_close(ca.get_recurrent_state(i), cb.get_recurrent_state(i).to(dtype),
+                                       rtol=TRANSFORMERS_TOL, atol=TRANSFORMERS_TOL)
+            torch.testing.assert_close(ca.get_conv_state(i), cb.get_conv_state(i), rtol=TRANSFORMERS_TOL,
+                                       atol=TRANSFORMERS_TOL)
+
+
+@pytest.mark.parametrize("family,dtype,tol", FAMILIES)
 def test_generate_with_cache_matches_transformers(family, dtype, tol):
     base = build(family, dtype, use_cache=True)
     model = copy.deepcopy(base)

@@ -383,6 +383,32 @@ def test_recurrent_without_grad_steps_in_place_on_a_copy(T, l2norm, with_state):
     torch.testing.assert_close(state, want_state, atol=1e-12, rtol=1e-12)
 
 
+@pytest.mark.parametrize("state_dtype", [torch.float64, torch.float32], ids=["own-dtype", "converted"])
+def test_one_token_in_place_updates_the_given_state(state_dtype):
+    """The decode step's form (kernelize owns the cache's state): ``inplace=True`` makes a state already in the
+    compute dtype the new state, in place; a state that must be converted is a copy, the caller's left as it was.
+    Both equal the reference, grouped heads (H=2 serving HV=4) and B=2."""
+    from sp_kernels.gated_delta_rule.recurrent import one_token
+
+    x = make_inputs(2, 1, 2, 4, 8, 8, n_states=2, seed=23)
+    state = x["initial_state"].to(state_dtype)
+    before = state.clone()
+    qk = torch.stack([x["q"][:, 0], x["k"][:, 0]], dim=1)  # [B, 2, H, K]
+    with torch.no_grad():
+        o, new = one_token(qk, x["v"].reshape(2, 2, 2, 8), x["g"].reshape(2, 2, 2, 1).exp(),
+                           x["beta"].reshape(2, 2, 2, 1), 0.7, state, True, torch.float64, inplace=True)
+    ref = dict(x, initial_state=before.double())
+    want_o, want_state, _ = run("reference", ref, output_final_state=True, use_qk_l2norm_in_kernel=True, scale=0.7)
+    torch.testing.assert_close(o.reshape(2, 1, 4, 8), want_o, atol=1e-12, rtol=1e-12)
+    torch.testing.assert_close(new.reshape(2, 4, 8, 8), want_state, atol=1e-12, rtol=1e-12)
+    if state_dtype == torch.float64:
+        assert new.data_ptr() == state.data_ptr()
+        torch.testing.assert_close(state, want_state, atol=1e-12, rtol=1e-12)
+    else:
+        assert new.data_ptr() != state.data_ptr()
+        torch.testing.assert_close(state, before, atol=0, rtol=0)
+
+
 def test_short_inputs_select_the_recurrent_path():
     from dispatch import Context, detect, select
     from sp_kernels.gated_delta_rule.recurrent import MAX_T
