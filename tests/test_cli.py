@@ -76,6 +76,18 @@ def test_bench_quick_runs_and_renders(tmp_path):
     assert (tmp_path / "quick.png").stat().st_size > 10_000
 
 
+def test_decode_bench_quick_runs_and_renders(tmp_path):
+    """The model-level decode benchmark's machinery (paired rounds, the our-ops-free bound restored after use, the
+    table); its timings mean nothing in quick mode."""
+    out = tmp_path / "decode.json"
+    run = subprocess.run([sys.executable, "-m", "kernels", "bench", "--quick", "--op", "decode", "--out", str(out)],
+                         capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    table = (tmp_path / "decode.md").read_text()
+    assert "### decoding: greedy generate with a cache" in table and "our ops free" in table
+    assert "| 256 |" in table and "| yes |" in table
+
+
 def _bad(capsys, *argv) -> str:
     """Run the command line on bad options: exit code 2 and exactly one line on stderr, which is returned."""
     try:
