@@ -1,5 +1,6 @@
 """torch.compile: a kernelized model compiles with fullgraph=True (training and inference), packed batches too."""
 import copy
+import inspect
 
 import pytest
 import torch
@@ -126,3 +127,27 @@ def test_the_public_ops_compile_fullgraph_with_cu_seqlens():
     want = torch.autograd.grad(step(q, k, v, x), (q, k, v, x))
     for a, b in zip(got, want):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_decode_steps_compile_and_equal_eager():
+    """Decoding through a cache under torch.compile (as transformers' generate compiles a forward): the decode
+    step's in-place eager path and the compiled graph (the ops' custom ops, no in-place state) give the same logits
+    and leave the same states in their caches."""
+    model = build("qwen3_5", torch.float32, use_cache=True)
+    kernels.kernelize(model, mode="inference")
+    ids, nxt = torch.randint(0, 96, (2, 6)), torch.randint(0, 96, (2, 1))
+    cache = "cache" if "cache" in inspect.signature(type(model).forward).parameters else "past_key_values"
+    torch._dynamo.reset()
+    compiled = torch.compile(model)
+    with torch.no_grad():
+        eager_cache = getattr(model(input_ids=ids, use_cache=True), cache)
+        compiled_cache = copy.deepcopy(eager_cache)
+        for _ in range(3):  # the second step recompiles (the attention cache grows), then the graph is dynamic
+            want = model(input_ids=nxt, use_cache=True, **{cache: eager_cache}).logits
+            got = compiled(input_ids=nxt, use_cache=True, **{cache: compiled_cache}).logits
+            torch.testing.assert_close(got, want, rtol=TOL[torch.float32], atol=TOL[torch.float32])
+            nxt = want[:, -1:].argmax(-1)
+    for i, layer in enumerate(model.model.layers):
+        if hasattr(layer, "linear_attn"):
+            torch.testing.assert_close(compiled_cache.get_recurrent_state(i), eager_cache.get_recurrent_state(i),
+                                       rtol=TOL[torch.float32], atol=TOL[torch.float32])
