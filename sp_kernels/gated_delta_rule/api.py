@@ -80,11 +80,15 @@ def chunk_gated_delta_rule(
                       use_qk_l2norm_in_kernel=use_qk_l2norm_in_kernel)
 
 
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype the delta rule computes and keeps its state in: float64 for float64 inputs, else float32."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
 def _fake(q, k, v, g, beta, scale, initial_state, output_final_state, cu_seqlens, use_qk_l2norm_in_kernel, impl):
     B, T, HV, V = v.shape
     N = B if cu_seqlens is None else cu_seqlens.shape[0] - 1
-    state_dtype = torch.float64 if q.dtype == torch.float64 else torch.float32
-    state = q.new_empty((N, HV, q.shape[3], V) if output_final_state else (0,), dtype=state_dtype)
+    state = q.new_empty((N, HV, q.shape[3], V) if output_final_state else (0,), dtype=compute_dtype(q.dtype))
     return v.new_empty(v.shape), state
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import torch
 
 from sp_kernels import _varlen
+from sp_kernels.gated_delta_rule.api import compute_dtype
 from sp_kernels.gated_delta_rule.chunk_autograd import CHUNK, ChunkGatedDeltaRule
 from dispatch import Implementation, register
 
@@ -54,7 +55,7 @@ def chunk_gated_delta_rule_torch(
     multiple of ``C``; zero tokens (k = 0, beta = 0, g = 0, also after l2norm) leave the state unchanged, so the
     padding is exact.
     """
-    dtype = torch.float64 if q.dtype == torch.float64 else torch.float32
+    dtype = compute_dtype(q.dtype)
     B, T, H, K = q.shape
     HV, V = v.shape[2], v.shape[3]
     out_dtype = v.dtype

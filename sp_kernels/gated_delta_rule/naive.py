@@ -8,6 +8,7 @@ from __future__ import annotations
 import torch
 
 from dispatch import Implementation, register
+from sp_kernels.gated_delta_rule.api import compute_dtype
 
 
 def _l2norm(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
@@ -63,7 +64,7 @@ def naive_recurrent_gated_delta_rule(
         o ``[B, T, HV, V]`` in ``v.dtype``; final state ``[N, HV, K, V]`` (float64 for float64 inputs, else
         float32) or ``None``.
     """
-    dtype = torch.float64 if q.dtype == torch.float64 else torch.float32
+    dtype = compute_dtype(q.dtype)
     B, T, H, K = q.shape
     HV, V = v.shape[2], v.shape[3]
     out_dtype = v.dtype

@@ -17,6 +17,7 @@ from __future__ import annotations
 import torch
 
 from dispatch import Implementation, register
+from sp_kernels.gated_delta_rule.api import compute_dtype
 
 #: The longest input this path takes: stepping costs ~T small launches, the chunked path a padded chunk's
 #: batched matmuls. The crossover measured on this 2-core CPU (fp32, HV=8, K=V=128) is at T ~ 24-32 tokens;
@@ -98,7 +99,7 @@ def recurrent_gated_delta_rule_torch(
     r"""The gated delta rule stepped token by token; arguments and results as the public op (validated there, see
     ``sp_kernels/gated_delta_rule/api.py``). ``initial_state`` is never written: the first step writes a new
     state, the next ones update it in place when autograd does not record."""
-    dtype = torch.float64 if q.dtype == torch.float64 else torch.float32
+    dtype = compute_dtype(q.dtype)
     B, T, H, K = q.shape
     HV, V = v.shape[2], v.shape[3]
     out_dtype = v.dtype

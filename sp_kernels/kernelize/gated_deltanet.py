@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from sp_kernels.causal_conv1d.update import causal_conv1d_update
+from sp_kernels.gated_delta_rule.api import compute_dtype
 from sp_kernels.gated_delta_rule.recurrent import one_token, recurrent_gated_delta_rule_torch
 from sp_kernels.kernelize.batch import BATCH_KWARG
 from sp_kernels.kernelize.compat import the_cache
@@ -128,7 +129,7 @@ def _decode_step(self, x, b, a, recurrent_state):
     qk = x[:, :2 * self.key_dim].view(B, 2, H, K)
     v = x[:, 2 * self.key_dim:].view(B, H, G, V)
     beta, g = _gates(b.reshape(B, H, G, 1), a.reshape(B, H, G, 1), self.A_log.view(H, G, 1), self.dt_bias.view(H, G, 1))
-    dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+    dtype = compute_dtype(x.dtype)
     o, state = one_token(qk, v, g.exp_(), beta, K**-0.5, recurrent_state, True, dtype, inplace=True)
     return o.view(B, 1, HV, V).to(x.dtype), state.view(B, HV, K, V)
 
