@@ -9,7 +9,7 @@ import time
 import pytest
 import torch
 
-import kernels
+import sp_kernels
 from bench.common import QUICK
 
 T = 256 if QUICK else 1024
@@ -25,7 +25,7 @@ def _model(kernelized: bool):
     torch.manual_seed(0)
     model = quiet_transformers_import()(tiny_qwen3_5_config(**CONFIG))
     if kernelized:
-        kernels.kernelize(model)
+        sp_kernels.kernelize(model)
     return model
 
 

@@ -22,7 +22,7 @@ import time
 import pytest
 import torch
 
-import kernels
+import sp_kernels
 from bench.common import QUICK
 
 HIDDEN = [256] if QUICK else [256, 1024]
@@ -47,7 +47,7 @@ def models(hidden: int):
     reference = cls(tiny_qwen3_5_config(**config(hidden))).eval()
     ours = cls(tiny_qwen3_5_config(**config(hidden))).eval()
     ours.load_state_dict(reference.state_dict())
-    kernels.kernelize(ours)
+    sp_kernels.kernelize(ours)
     return ours, reference
 
 

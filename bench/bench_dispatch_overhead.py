@@ -4,14 +4,14 @@ import pytest
 import torch
 
 from bench.common import DEVICE, implementations, leaf
-import kernels
+import sp_kernels
 
 D, W, T = 64, 4, 16
 
 
 @pytest.mark.parametrize("how", ["direct", "kernelize-binding", "public-op"])
 def test_dispatch_overhead(benchmark, how):
-    from dispatch import detect
+    from sp_kernels.dispatch import detect
     from sp_kernels._contexts import LayerContext
     from sp_kernels.kernelize.bindings import OpBinding
 
@@ -26,6 +26,6 @@ def test_dispatch_overhead(benchmark, how):
     calls = {
         "direct": lambda: fn(x, w, None, "silu", None, False, None),
         "kernelize-binding": lambda: binding.fn(False, T)(x, w, None, "silu", None, False, None),
-        "public-op": lambda: kernels.causal_conv1d(x, w, activation="silu"),
+        "public-op": lambda: sp_kernels.causal_conv1d(x, w, activation="silu"),
     }
     benchmark(calls[how])

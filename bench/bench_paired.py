@@ -7,11 +7,11 @@ import time
 import pytest
 import torch
 
-from bench import bench_causal_conv1d, bench_fusion_attention, bench_gated_delta_rule, bench_rotary
+from bench import bench_causal_conv1d, bench_fusion_attention, bench_chunk_gated_delta_rule, bench_apply_rotary_pos_emb
 from bench.common import DEVICE, QUICK, chosen
 
-OPS = {"chunk_gated_delta_rule": bench_gated_delta_rule, "causal_conv1d": bench_causal_conv1d,
-       "rotary": bench_rotary, "fusion_attention": bench_fusion_attention}
+OPS = {"chunk_gated_delta_rule": bench_chunk_gated_delta_rule, "causal_conv1d": bench_causal_conv1d,
+       "apply_rotary_pos_emb": bench_apply_rotary_pos_emb, "fusion_attention": bench_fusion_attention}
 ROUNDS = 1 if QUICK else 7
 
 
@@ -51,7 +51,7 @@ def test_paired(benchmark, op):
 
 
 def test_paired_scaling(benchmark):
-    op, module = "chunk_gated_delta_rule", bench_gated_delta_rule
+    op, module = "chunk_gated_delta_rule", bench_chunk_gated_delta_rule
     short, long = (module.LENGTHS[0], 8 * module.LENGTHS[0]) if QUICK else (1024, 8192)
     ours = _ours(op, long)
     steps = {T: module.case(ours, T, "fp32", True)[0] for T in (short, long)}

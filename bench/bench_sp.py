@@ -35,7 +35,7 @@ def _rss_bytes() -> int:
 def _rank(rank: int, sp_size: int, port: int, out: str) -> None:
     import torch.distributed as dist
 
-    import kernels
+    import sp_kernels
     from sp_kernels.demo import quiet_transformers_import, tiny_qwen3_5_config
     from sp_kernels.sp import comm
 
@@ -43,7 +43,7 @@ def _rank(rank: int, sp_size: int, port: int, out: str) -> None:
     if sp_size > 1:
         dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=sp_size)
     model = quiet_transformers_import()(tiny_qwen3_5_config(**CONFIG))
-    kernels.kernelize(model, sp_size=sp_size)
+    sp_kernels.kernelize(model, sp_size=sp_size)
     sent, layer = {}, ["loss"]
     for m in model.modules():
         if hasattr(m, "_sp_kernels"):

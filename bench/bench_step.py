@@ -40,11 +40,11 @@ def _timed(fn) -> float:
 
 def _nodes():
     """Our implementations' autograd Functions on the CPU torch path."""
-    from sp_kernels.causal_conv1d.torch_impl import _CausalConv
-    from sp_kernels.gated_delta_rule.chunk_autograd import ChunkGatedDeltaRule
-    from sp_kernels.rotary.torch_impl import _Rotary
+    from sp_kernels.kernels.causal_conv1d.torch_impl import _CausalConv
+    from sp_kernels.kernels.chunk_gated_delta_rule.chunk_autograd import ChunkGatedDeltaRule
+    from sp_kernels.kernels.apply_rotary_pos_emb.torch_impl import _Rotary
 
-    return {"delta rule": ChunkGatedDeltaRule, "causal conv": _CausalConv, "rotary": _Rotary}
+    return {"delta rule": ChunkGatedDeltaRule, "causal conv": _CausalConv, "apply_rotary_pos_emb": _Rotary}
 
 
 @contextlib.contextmanager

@@ -18,8 +18,8 @@ import torch.nn.functional as F
 if not torch.cuda.is_available():
     sys.modules.setdefault("fla", None)
 
-import kernels  # noqa: E402,F401  (registers the implementations)
-from dispatch import detect, implementations  # noqa: E402
+import sp_kernels  # noqa: E402,F401  (registers the implementations)
+from sp_kernels.dispatch import detect, implementations  # noqa: E402
 
 QUICK = os.environ.get("SP_KERNELS_BENCH_QUICK") == "1"
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")

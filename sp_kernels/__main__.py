@@ -1,4 +1,4 @@
-"""Command line: ``python -m kernels {demo,explain,ub,bench,compile-check,selftest} ...`` (``python -m kernels
+"""Command line: ``python -m sp_kernels {demo,explain,ub,bench,compile-check,selftest} ...`` (``python -m sp_kernels
 COMMAND -h`` lists a command's options). A bad option is one ``error:`` line on stderr and exit code 2."""
 from __future__ import annotations
 
@@ -18,11 +18,11 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _parser() -> argparse.ArgumentParser:
-    from dispatch import OPS
+    from sp_kernels.dispatch import OPS
     from sp_kernels.bench import OPS as BENCH_OPS
     from sp_kernels.explain import ModelShape
 
-    p = _Parser(prog="python -m kernels", description=__doc__)
+    p = _Parser(prog="python -m sp_kernels", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="kernelize a tiny Qwen3.5 model and check parity")
     demo.add_argument("--device", default=None, help="torch device (default: cpu)")
@@ -40,7 +40,7 @@ def _parser() -> argparse.ArgumentParser:
     for f in ModelShape.__dataclass_fields__.values():
         ex.add_argument("--" + f.name.replace("_", "-"), type=int, default=f.default)
     ub = sub.add_parser("ub", help="Unified Buffer estimate of a Triton kernel configuration on an Ascend arch",
-                        description="e.g. python -m kernels ub --kernel fla.causal_conv1d_bwd_coregrid "
+                        description="e.g. python -m sp_kernels ub --kernel fla.causal_conv1d_bwd_coregrid "
                                     "--arch Ascend910B3 --dtype bf16 --BT 64 --BD 64 --W 4")
     ub.add_argument("--list", action="store_true", help="list the kernels with a UB model")
     ub.add_argument("--kernel")
@@ -58,7 +58,7 @@ def _parser() -> argparse.ArgumentParser:
     cc.add_argument("--target", choices=("cuda", "ascend", "all"), default="all")
     cc.add_argument("--full", action="store_true", help="every chosen configuration (default: a bounded subset)")
     cc.add_argument("--calibration", action="store_true", help="also the fla UB calibration grid (Ascend)")
-    cc.add_argument("--write", action="store_true", help="store the results in dispatch/data/compile_table.json")
+    cc.add_argument("--write", action="store_true", help="store the results in sp_kernels/dispatch/data/compile_table.json")
     cc.add_argument("--ascend-python", default=None, help="interpreter with triton-ascend + ascendnpu-ir")
     cc.add_argument("--arch", default="Ascend910B3")
 
@@ -73,7 +73,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _ub(args, extra: list[str]) -> int:
-    from dispatch import ub
+    from sp_kernels.dispatch import ub
 
     if args.list:
         print("\n".join(ub.kernels()))
@@ -96,7 +96,7 @@ def _ub(args, extra: list[str]) -> int:
 
 def _profile(device: str):
     """``resolve_profile``, with a device that is not here (or that torch does not know) as a ValueError."""
-    from dispatch import resolve_profile
+    from sp_kernels.dispatch import resolve_profile
 
     try:
         return resolve_profile(device)
@@ -125,7 +125,7 @@ def _demo(args) -> int:
 
 
 def _explain(args) -> int:
-    from dispatch.devices import simulated
+    from sp_kernels.dispatch.devices import simulated
     from sp_kernels.explain import ModelShape, explain, render
 
     if args.arch:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from dispatch import Context, DeviceProfile
+from sp_kernels.dispatch import Context, DeviceProfile
 
 
 def _local(what: str, count: int, sp_size: int) -> int:
@@ -45,7 +45,7 @@ def attention(*, num_heads: int, num_kv_heads: int, head_dim: int, rotary_dim: i
         rotary["R"] = rotary_dim
     seq = {} if T is None else {"TQ": T, "TK": T}
     return {
-        "rotary": (rotary, {}),
+        "apply_rotary_pos_emb": (rotary, {}),
         "fusion_attention": ({**_seq(B, None), **seq, "H": h, "HKV": hkv, "D": head_dim, "DV": head_dim},
                              {"causal": True}),
     }

@@ -5,7 +5,7 @@ import functools
 
 import torch
 
-from dispatch import Context, DeviceProfile, detect, select
+from sp_kernels.dispatch import Context, DeviceProfile, detect, select
 
 
 @functools.lru_cache(maxsize=None)

@@ -6,7 +6,7 @@ kernels can compile with the installed triton (triton 3.9 removed ``tl.make_bloc
 kernels the installed fla would launch there (:func:`npu_paths`) and whether triton-ascend is there to run them.
 
 What fla launches on an NPU was found by running each fla version of the declared range through triton-ascend's
-stubbed driver (``sp_kernels/compile_check/fla_launches.py``; records in ``dispatch/data/fla_npu_launches.json``):
+stubbed driver (``sp_kernels/compile_check/fla_launches.py``; records in ``sp_kernels/dispatch/data/fla_npu_launches.json``):
 
 * fla 0.6: its Triton-Ascend backend (``fla/modules/causal_conv1d/backends/triton_ascend.py``) — the core-grid conv
   kernels where the layout and channel width allow, else the legacy ``causal_conv1d_fwd_kernel`` /
@@ -30,7 +30,7 @@ import importlib.util
 import os
 from dataclasses import dataclass
 
-from dispatch import probe_package
+from sp_kernels.dispatch import probe_package
 
 CORE_GRID, LEGACY, GENERIC = "core-grid", "legacy", "generic"
 DISPATCH_ENV = "FLA_DISABLE_BACKEND_DISPATCH"

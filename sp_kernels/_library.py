@@ -21,7 +21,7 @@ from typing import Callable
 
 import torch
 
-from dispatch import check_impl_name
+from sp_kernels.dispatch import check_impl_name
 
 NAMESPACE = "sp_kernels"
 _EMPTY = (0,)  # an optional output that is absent: a tensor of shape [0] (custom ops return tensors)

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import torch
 
-from dispatch.context import dtype_name
-from dispatch.devices import DeviceProfile
+from sp_kernels.dispatch.context import dtype_name
+from sp_kernels.dispatch.devices import DeviceProfile
 
 #: Triton's names of the dtypes our kernels take
 DTYPE_NAMES = {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32"}

@@ -9,7 +9,7 @@ import functools
 import importlib.util
 from typing import Callable
 
-from dispatch import probe_package
+from sp_kernels.dispatch import probe_package
 
 _BACKEND = {"cuda": "triton.backends.nvidia", "npu": "triton.backends.ascend"}
 _PACKAGE = {"cuda": "triton", "npu": "triton-ascend"}

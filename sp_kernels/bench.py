@@ -1,4 +1,4 @@
-"""``python -m kernels bench [--op NAME] [--quick] [--targets]``: run the microbenchmarks in ``bench/``
+"""``python -m sp_kernels bench [--op NAME] [--quick] [--targets]``: run the microbenchmarks in ``bench/``
 with pytest-benchmark, save the JSON in ``bench/results/``, and render its table and plot."""
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-OPS = ("gated_delta_rule", "causal_conv1d", "rotary", "fusion_attention", "dispatch_overhead", "paired", "sp", "compile",
-       "decode", "step")
+OPS = ("chunk_gated_delta_rule", "causal_conv1d", "apply_rotary_pos_emb", "fusion_attention", "dispatch_overhead",
+       "paired", "sp", "compile", "decode", "step")
 # the cases behind the README's table (issue 5's targets): fp32 forward+backward at T=2048 for every op, our delta
 # rule and conv also at T=1024 and 8192 (scaling), transformers' delta rule at T=1024, the dispatch overhead and
 # the paired ratios

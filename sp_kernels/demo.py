@@ -1,4 +1,4 @@
-"""``python -m kernels demo``: a tiny Qwen3.5 model, kernelized for this device, checked against transformers."""
+"""``python -m sp_kernels demo``: a tiny Qwen3.5 model, kernelized for this device, checked against transformers."""
 from __future__ import annotations
 
 import os

@@ -1,4 +1,4 @@
-"""``python -m kernels demo --sp-size N``: N local processes (gloo on CPU) run a tiny Qwen3.5 model kernelized with
+"""``python -m sp_kernels demo --sp-size N``: N local processes (gloo on CPU) run a tiny Qwen3.5 model kernelized with
 ``sp_size=N`` and compare loss and gradients with ``sp_size=1``."""
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 import torch
 
-from dispatch import Selection, implementations, resolve_profile, select, ub
+from sp_kernels.dispatch import Selection, implementations, resolve_profile, select, ub
 from sp_kernels import _checks, _contexts
 from sp_kernels.kernelize import NPU_MARKER
 

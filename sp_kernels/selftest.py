@@ -1,4 +1,4 @@
-"""``python -m kernels selftest``: every implementation that can run on this device, against the float64 references.
+"""``python -m sp_kernels selftest``: every implementation that can run on this device, against the float64 references.
 
 For each op and each of a few small cases (a length that is not a multiple of the 64-token chunk, one token,
 grouped heads, packed sequences with ``cu_seqlens``; fp32 and bf16), every registered implementation whose
@@ -27,7 +27,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from dispatch import OPS, Context, DeviceProfile, detect, implementations, preference
+from sp_kernels.dispatch import OPS, Context, DeviceProfile, detect, implementations, preference
 
 REFERENCE = "reference"
 #: ``(atol, rtol)`` per input dtype: a tensor matches when ``|got - want| <= atol + rtol * |want|`` everywhere
@@ -121,7 +121,7 @@ def _rotary(name, B, T, H, HK, D, R, unsqueeze_dim=1, shared=False) -> Case:
         return {"q": _randn(gen, *heads(H)).to(dtype), "k": _randn(gen, *heads(HK)).to(dtype), "cos": cos,
                 "sin": sin}, {"unsqueeze_dim": unsqueeze_dim}
 
-    return Case("rotary", name, {"B": B, "T": T, "H": H, "HK": HK, "D": D, "R": R}, make, ("q", "k"),
+    return Case("apply_rotary_pos_emb", name, {"B": B, "T": T, "H": H, "HK": HK, "D": D, "R": R}, make, ("q", "k"),
                 options={"unsqueeze_dim": unsqueeze_dim})
 
 
@@ -158,8 +158,8 @@ CASES: tuple[Case, ...] = (
 def _public(op: str) -> Callable:
     import sp_kernels
 
-    return {"chunk_gated_delta_rule": sp_kernels.chunk_gated_delta_rule, "causal_conv1d": sp_kernels.causal_conv1d,
-            "rotary": sp_kernels.apply_rotary_pos_emb, "fusion_attention": sp_kernels.fusion_attention}[op]
+    return {"chunk_gated_delta_rule": sp_kernels.chunk_gated_delta_rule, "causal_conv1d": sp_kernels.kernels.causal_conv1d,
+            "apply_rotary_pos_emb": sp_kernels.apply_rotary_pos_emb, "fusion_attention": sp_kernels.fusion_attention}[op]
 
 
 def torch_path(op: str) -> str | None:
@@ -318,7 +318,7 @@ class _Runner:
 
 
 OUTPUT_NAMES = {"chunk_gated_delta_rule": ("o", "final_state"), "causal_conv1d": ("y", "final_state"),
-                "rotary": ("q_out", "k_out"), "fusion_attention": ("o",)}
+                "apply_rotary_pos_emb": ("q_out", "k_out"), "fusion_attention": ("o",)}
 
 
 def _plan(impl, ctx_grad: Context, ctx_fwd: Context) -> tuple[str | None, str]:

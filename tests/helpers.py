@@ -2,7 +2,7 @@
 import contextlib
 from unittest import mock
 
-from dispatch import implementations, register, unregister
+from sp_kernels.dispatch import implementations, register, unregister
 from sp_kernels.kernelize.bindings import ModuleBinding
 
 

@@ -5,7 +5,7 @@ import sys
 import pytest
 import torch
 
-from dispatch import OPS
+from sp_kernels.dispatch import OPS
 from sp_kernels.__main__ import main
 
 
@@ -27,8 +27,8 @@ def test_explain_cuda_profile_and_bad_input(capsys):
 
 
 def test_explain_sp_note_says_whether_a_triton_conv_overflowed():
-    from dispatch import Implementation, implementations, registered
-    from dispatch.ub import Launch
+    from sp_kernels.dispatch import Implementation, implementations, registered
+    from sp_kernels.dispatch.ub import Launch
     from sp_kernels.explain import explain, render
 
     standin = Implementation("causal_conv1d", "triton_standin", fn=implementations("causal_conv1d")["torch"].fn,
@@ -60,7 +60,7 @@ def test_explain_shows_the_ub_driven_conv_choice_and_the_marker_rule(capsys):
 
 
 def test_sp_demo_runs_two_ranks():
-    run = subprocess.run([sys.executable, "-m", "kernels", "demo", "--sp-size", "2"], capture_output=True, text=True,
+    run = subprocess.run([sys.executable, "-m", "sp_kernels", "demo", "--sp-size", "2"], capture_output=True, text=True,
                          timeout=600)
     assert run.returncode == 0, run.stderr[-2000:]
     assert "--- rank 1 of 2 ---" in run.stdout and "parity with sp_size=1 on every rank: OK" in run.stdout
@@ -68,11 +68,11 @@ def test_sp_demo_runs_two_ranks():
 
 def test_bench_quick_runs_and_renders(tmp_path):
     out = tmp_path / "quick.json"
-    run = subprocess.run([sys.executable, "-m", "kernels", "bench", "--quick", "--op", "rotary", "--out", str(out)],
+    run = subprocess.run([sys.executable, "-m", "sp_kernels", "bench", "--quick", "--op", "apply_rotary_pos_emb", "--out", str(out)],
                          capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
     table = (tmp_path / "quick.md").read_text()
-    assert "### rotary fp32 fwd+bwd" in table and "| transformers |" in table and "peak memory" in table
+    assert "### apply_rotary_pos_emb fp32 fwd+bwd" in table and "| transformers |" in table and "peak memory" in table
     assert (tmp_path / "quick.png").stat().st_size > 10_000
 
 
@@ -80,7 +80,7 @@ def test_decode_bench_quick_runs_and_renders(tmp_path):
     """The model-level decode benchmark's machinery (paired rounds, the our-ops-free bound restored after use, the
     table); its timings mean nothing in quick mode."""
     out = tmp_path / "decode.json"
-    run = subprocess.run([sys.executable, "-m", "kernels", "bench", "--quick", "--op", "decode", "--out", str(out)],
+    run = subprocess.run([sys.executable, "-m", "sp_kernels", "bench", "--quick", "--op", "decode", "--out", str(out)],
                          capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
     table = (tmp_path / "decode.md").read_text()
@@ -108,16 +108,16 @@ def _bad(capsys, *argv) -> str:
     (["explain", "--device", "npu", "--ub-kib", "0"], "error: ub_kib: expected a positive int, got 0"),
     (["explain", "--device", "tpu"], "error: device: unknown device type 'tpu'"),
     (["explain", "--device", "npu:0"], "error: device: torch does not know 'npu:0' here"),
-    (["explain", "--sp-size", "x"], "python -m kernels explain: error: argument --sp-size: invalid int value: 'x'"),
-    (["explain", "--bogus"], "python -m kernels: error: unrecognized arguments: --bogus"),
+    (["explain", "--sp-size", "x"], "python -m sp_kernels explain: error: argument --sp-size: invalid int value: 'x'"),
+    (["explain", "--bogus"], "python -m sp_kernels: error: unrecognized arguments: --bogus"),
     (["demo", "--sp-size", "0"], "error: sp_size: expected a positive int, got 0"),
     (["demo", "--device", "tpu"], "error: device: unknown device type 'tpu'"),
     (["demo", "--device", "cuda:sm90"], "error: device: 'cuda:sm90' is a simulated profile"),
     (["demo", "--sp-size", "2", "--device", "cuda"], "error: device: the sequence-parallel demo runs on CPU"),
     (["ub", "--kernel", "ours.rotary_fwd", "--BT", "x"], "error: BT: expected an int, got 'x'"),
-    (["bench", "--op", "bogus"], "python -m kernels bench: error: argument --op: invalid choice: 'bogus'"),
-    (["compile-check", "--target", "tpu"], "python -m kernels compile-check: error: argument --target: invalid"),
-    ([], "python -m kernels: error: the following arguments are required: command"),
+    (["bench", "--op", "bogus"], "python -m sp_kernels bench: error: argument --op: invalid choice: 'bogus'"),
+    (["compile-check", "--target", "tpu"], "python -m sp_kernels compile-check: error: argument --target: invalid"),
+    ([], "python -m sp_kernels: error: the following arguments are required: command"),
 ])
 def test_bad_options_are_one_line_and_exit_code_2(capsys, argv, message):
     assert _bad(capsys, *argv).startswith(message)
@@ -143,7 +143,7 @@ def test_explain_names_the_torch_npu_implementations_for_what_they_run(capsys):
 
 
 def test_bad_option_in_a_real_process_is_one_line_without_traceback():
-    run = subprocess.run([sys.executable, "-m", "kernels", "explain", "--sp-size", "0"], capture_output=True,
+    run = subprocess.run([sys.executable, "-m", "sp_kernels", "explain", "--sp-size", "0"], capture_output=True,
                          text=True, timeout=300)
     assert run.returncode == 2
     assert run.stderr.splitlines() == ["error: sp_size: expected a positive int, got 0"]

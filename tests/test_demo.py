@@ -1,4 +1,4 @@
-"""``python -m kernels demo``: parity against transformers' own torch path, and no third-party warnings."""
+"""``python -m sp_kernels demo``: parity against transformers' own torch path, and no third-party warnings."""
 import subprocess
 import sys
 
@@ -11,7 +11,7 @@ THIRD_PARTY_WARNINGS = ("Triton is not supported", "is falling back", "causal_co
 
 def test_demo_compares_with_transformers_and_is_quiet():
     # as a user runs it: fla (installed here) visible, unlike in this test process
-    run = subprocess.run([sys.executable, "-m", "kernels", "demo"], capture_output=True, text=True, timeout=600)
+    run = subprocess.run([sys.executable, "-m", "sp_kernels", "demo"], capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
     lines = run.stdout.splitlines()
     i = lines.index(f"  vs {demo.REFERENCE}:")

@@ -1,4 +1,4 @@
-"""``python -m kernels selftest``: on this CPU every selectable implementation runs and matches; a wrong stand-in
+"""``python -m sp_kernels selftest``: on this CPU every selectable implementation runs and matches; a wrong stand-in
 registered from outside makes it fail and is named; bad options are one line and exit code 2."""
 import json
 import subprocess
@@ -7,14 +7,14 @@ import sys
 import pytest
 import torch
 
-from dispatch import OPS, Implementation, implementations, registered
+from sp_kernels.dispatch import OPS, Implementation, implementations, registered
 from sp_kernels import selftest
 from sp_kernels.__main__ import main
 
 
 def test_cpu_selftest_runs_every_selectable_cpu_implementation(tmp_path):
     path = tmp_path / "selftest.json"
-    run = subprocess.run([sys.executable, "-m", "kernels", "selftest", "--json", str(path)], capture_output=True,
+    run = subprocess.run([sys.executable, "-m", "sp_kernels", "selftest", "--json", str(path)], capture_output=True,
                          text=True, timeout=600)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     report = json.loads(path.read_text())
@@ -40,7 +40,7 @@ def test_cpu_selftest_runs_every_selectable_cpu_implementation(tmp_path):
         cases = {(r["case"], r["dtype"]) for r in rows if r["op"] == op and r["status"] == "ok"}
         assert {d for _, d in cases} == {"fp32", "bf16"}
         assert any(c.startswith("T1 ") or c.startswith("TQ1 ") for c, _ in cases)
-        if op != "rotary":  # rotary has no cu_seqlens
+        if op != "apply_rotary_pos_emb":  # rotary has no cu_seqlens
             assert any(c.startswith("packed") for c, _ in cases)
     out = run.stdout
     assert "max|err| fwd" in out and "vs torch" in out and "not run here:" in out
@@ -125,12 +125,12 @@ def test_a_wrong_implementation_fails_the_selftest_and_is_named(tmp_path, capsys
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--op", "bogus"], "python -m kernels selftest: error: argument --op: invalid choice: 'bogus'"),
+    (["--op", "bogus"], "python -m sp_kernels selftest: error: argument --op: invalid choice: 'bogus'"),
     (["--device", "tpu"], "error: device: unknown device type 'tpu'"),
     (["--device", "cuda:sm90"], "error: device: 'cuda:sm90' is a simulated profile (for explain); the self-test "),
     (["--json", "/nonexistent-dir/r.json"], "error: json: cannot write '/nonexistent-dir/r.json'"),
-    (["--seed", "x"], "python -m kernels selftest: error: argument --seed: invalid int value: 'x'"),
-    (["--bogus"], "python -m kernels: error: unrecognized arguments: --bogus"),
+    (["--seed", "x"], "python -m sp_kernels selftest: error: argument --seed: invalid int value: 'x'"),
+    (["--bogus"], "python -m sp_kernels: error: unrecognized arguments: --bogus"),
 ])
 def test_bad_options_are_one_line_and_exit_code_2(capsys, argv, message):
     with pytest.raises(SystemExit) as exc:
@@ -143,7 +143,7 @@ def test_bad_options_are_one_line_and_exit_code_2(capsys, argv, message):
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA device is present")
 def test_an_absent_device_is_one_line_in_a_real_process():
-    run = subprocess.run([sys.executable, "-m", "kernels", "selftest", "--device", "cuda"], capture_output=True,
+    run = subprocess.run([sys.executable, "-m", "sp_kernels", "selftest", "--device", "cuda"], capture_output=True,
                          text=True, timeout=300)
     assert run.returncode == 2 and run.stdout == ""
     assert run.stderr.splitlines() == ["error: device: cuda requested but no CUDA device is available; use a "

@@ -3,7 +3,7 @@
 Runs in an interpreter that has ``triton-ascend==3.2.0`` and ``ascendnpu-ir==1.2.0`` (their module ``triton``
 clashes with upstream triton, so it is a separate venv)::
 
-    PYTHONPATH=/work/main /work/venv-ascend/bin/python -m kernels.compile_check.ascend \\
+    PYTHONPATH=/work/main /work/venv-ascend/bin/python -m sp_kernels.compile_check.ascend \\
         --arch Ascend910B3 --specs specs.json --out results.json [--jobs 2] [--timeout 120] [--limit N]
 
 No NPU and no CANN are needed: the driver's device probes are stubbed (``NPUDriver.is_active``,
@@ -204,7 +204,7 @@ def _alarm(signum, frame):
 
 
 def compile_spec(spec, arch: str = "Ascend910B3", timeout: float = 120.0) -> dict:
-    """Compile one spec for ``arch``; the record of :data:`dispatch/data/ub_table.json`."""
+    """Compile one spec for ``arch``; the record of :data:`sp_kernels/dispatch/data/ub_table.json`."""
     import triton
     from triton.backends.compiler import GPUTarget
 
@@ -308,7 +308,7 @@ def run(specs, archs=ARCHS[:1], jobs: int = 2, timeout: float = 120.0, progress=
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m kernels.compile_check.ascend", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m sp_kernels.compile_check.ascend", description=__doc__.split("\n")[0])
     parser.add_argument("--arch", default=ARCHS[0], help=f"comma-separated, e.g. {','.join(ARCHS)}")
     parser.add_argument("--specs", help="JSON list of CompileSpec.to_json(); default: fla_conv_specs()")
     parser.add_argument("--out", required=True)

@@ -10,7 +10,7 @@ block-size constexprs, autotune set — and not run. Each scenario is one proces
 
 Each record also holds what :func:`sp_kernels._fla.npu_paths` says, reading that fla's files;
 ``tests/compile_check/test_fla_npu_paths.py`` checks the statement against the launches recorded in
-``dispatch/data/fla_npu_launches.json`` (fla 0.5.2 and 0.6.0) and, where triton-ascend is available, against a
+``sp_kernels/dispatch/data/fla_npu_launches.json`` (fla 0.5.2 and 0.6.0) and, where triton-ascend is available, against a
 fresh run on the installed fla.
 """
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """CompileSpecs for flash-linear-attention 0.6's Triton-Ascend causal conv kernels
 (``fla/modules/causal_conv1d/backends/triton_ascend.py``) over a grid of tiles: the calibration grid of
-:mod:`dispatch.ub` (``dispatch/data/ub_table.json``).
+:mod:`dispatch.ub` (``sp_kernels/dispatch/data/ub_table.json``).
 
 fla wraps the kernels in ``triton.heuristics``; here every flag they would derive is given as the training path
 sets it for Qwen3.5's short conv: weight yes, **no bias**, ``activation='silu'``, no residual, no initial / final
@@ -147,7 +147,7 @@ def fwd_generic(dtype, BT, BD, bias=True) -> CompileSpec:
         dtype, {"BT": BT, "BD": BD, "W": W}, note=f"generic fwd (silu, weight{', bias' if bias else ''})")
 
 
-#: the fit grid of the generic kernels' models (``dispatch/data/ub_table.json``): 96 tiles a kernel
+#: the fit grid of the generic kernels' models (``sp_kernels/dispatch/data/ub_table.json``): 96 tiles a kernel
 GENERIC_BTS = (1, 2, 4, 8, 16, 32, 64, 128)
 GENERIC_GRID_BDS = (8, 16, 32, 64, 128, 256)
 
@@ -159,8 +159,8 @@ def generic_fit_specs() -> list[CompileSpec]:
 
 
 def generic_held_out_specs() -> list[CompileSpec]:
-    """Compiled after a fit to check it (``dispatch/data/ub_held_out.json``; the story in
-    ``dispatch/data/UB_MODELS.md``): set 1 checked the first fit (6 misses of 41), set 2 the refit with set 1 (the
+    """Compiled after a fit to check it (``sp_kernels/dispatch/data/ub_held_out.json``; the story in
+    ``sp_kernels/dispatch/data/UB_MODELS.md``): set 1 checked the first fit (6 misses of 41), set 2 the refit with set 1 (the
     backward agreed on all 28, the forward missed 4 of 24), sets 3 to 5 the forward's refits (23/24, 18/24, then
     set 5)."""
     return (generic_held_out_specs_1() + generic_held_out_specs_2() + generic_held_out_specs_3()

@@ -1,5 +1,5 @@
 """CompileSpecs for our own Triton kernels over grids of tiles: the calibration grid of the ``ours.*`` models of
-:mod:`dispatch.ub` (``dispatch/data/ub_table.json``), beyond what the dispatcher chooses (``compile_specs()`` of
+:mod:`dispatch.ub` (``sp_kernels/dispatch/data/ub_table.json``), beyond what the dispatcher chooses (``compile_specs()`` of
 each op's ``triton_specs.py`` lists those).
 
 Each spec is the most demanding variant the dispatcher may launch: the conv with bias, SiLU, initial state and final
@@ -8,15 +8,15 @@ delta rule with initial / final state and in-kernel l2norm. Run them with::
 
     python -c "import json; from sp_kernels.compile_check.ours_specs import calibration_specs; \\
         print(json.dumps([s.to_json() for s in calibration_specs()]))" > specs.json
-    PYTHONPATH=. /work/venv-ascend/bin/python -m kernels.compile_check.ascend --arch Ascend910B3 \\
+    PYTHONPATH=. /work/venv-ascend/bin/python -m sp_kernels.compile_check.ascend --arch Ascend910B3 \\
         --specs specs.json --out results.json --jobs 2
 """
 from __future__ import annotations
 
-from sp_kernels.causal_conv1d import triton_specs as conv_specs
+from sp_kernels.kernels.causal_conv1d import triton_specs as conv_specs
 from sp_kernels.compile_check.specs import CompileSpec
-from sp_kernels.gated_delta_rule import triton_specs as recurrent_specs
-from sp_kernels.rotary import triton_specs as rotary_specs
+from sp_kernels.kernels.chunk_gated_delta_rule import triton_specs as recurrent_specs
+from sp_kernels.kernels.apply_rotary_pos_emb import triton_specs as rotary_specs
 
 NOTE = "calibration grid"
 W = 4

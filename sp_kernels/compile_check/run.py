@@ -1,8 +1,8 @@
-"""``python -m kernels compile-check``: compile every kernel configuration the dispatcher can choose.
+"""``python -m sp_kernels compile-check``: compile every kernel configuration the dispatcher can choose.
 
 CUDA (sm_90) compiles in this process with the installed triton. Ascend compiles in a separate interpreter that has
 ``triton-ascend`` + ``ascendnpu-ir`` (both packages install the module ``triton``, so they cannot share a venv):
-``--ascend-python`` or ``$SP_KERNELS_ASCEND_PYTHON`` names it; ``kernels.compile_check.ascend`` runs there.
+``--ascend-python`` or ``$SP_KERNELS_ASCEND_PYTHON`` names it; ``sp_kernels.compile_check.ascend`` runs there.
 """
 from __future__ import annotations
 
@@ -18,11 +18,11 @@ from sp_kernels.compile_check.specs import CompileSpec
 
 #: our Triton kernels: each module's ``compile_specs()`` lists the configurations its op's tile plan picks
 OURS = (
-    "sp_kernels.causal_conv1d.triton_specs",
-    "sp_kernels.rotary.triton_specs",
-    "sp_kernels.gated_delta_rule.triton_specs",
+    "sp_kernels.kernels.causal_conv1d.triton_specs",
+    "sp_kernels.kernels.apply_rotary_pos_emb.triton_specs",
+    "sp_kernels.kernels.chunk_gated_delta_rule.triton_specs",
 )
-TABLE = Path(__file__).resolve().parents[2] / "dispatch" / "data" / "compile_table.json"
+TABLE = Path(__file__).resolve().parents[1] / "dispatch" / "data" / "compile_table.json"
 #: shapes at which the fla launches the dispatcher would make are collected (Qwen3.5 conv widths, with SP)
 FLA_SHAPES = [dict(B=1, T=T, D=D, W=4) for T in (4096, 65536) for D in (10240, 2560, 1280)]
 
@@ -40,9 +40,9 @@ def _fla_chosen() -> list[CompileSpec]:
     """The fla configurations the dispatcher's mirror of fla's Ascend tile choice launches (``ascend_launches``)."""
     import torch
 
-    from dispatch import Context, resolve_profile
-    from dispatch.ub import check_launches
-    from sp_kernels.causal_conv1d.fla import ascend_launches
+    from sp_kernels.dispatch import Context, resolve_profile
+    from sp_kernels.dispatch.ub import check_launches
+    from sp_kernels.kernels.causal_conv1d.fla import ascend_launches
     from sp_kernels.compile_check import fla_specs
 
     builders = {"fla.causal_conv1d_fwd_coregrid": [fla_specs.fwd_coregrid],

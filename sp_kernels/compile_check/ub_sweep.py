@@ -6,11 +6,11 @@
 
 ``--specs MODULE:FUNCTION`` names a function returning :class:`CompileSpec` s. They compile in the triton-ascend
 interpreter (``--ascend-python`` or ``$SP_KERNELS_ASCEND_PYTHON``, as ``compile-check``); ``--write`` stores the
-records in ``dispatch/data/ub_table.json`` (the verdicts a model is fitted to) or, with ``--held-out``, in
-``dispatch/data/ub_held_out.json`` (verdicts compiled after the fit to check it), replacing records of the same key.
+records in ``sp_kernels/dispatch/data/ub_table.json`` (the verdicts a model is fitted to) or, with ``--held-out``, in
+``sp_kernels/dispatch/data/ub_held_out.json`` (verdicts compiled after the fit to check it), replacing records of the same key.
 Either way the registered models are compared with every verdict of the sweep: ``agree N/N``, and each disagreement
 (exit 1 if any). ``--check`` compares the stored records of the sweep without compiling (no triton-ascend needed).
-How the models were fitted: ``dispatch/data/UB_MODELS.md``.
+How the models were fitted: ``sp_kernels/dispatch/data/UB_MODELS.md``.
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ import os
 import sys
 from pathlib import Path
 
-DATA = Path(__file__).resolve().parents[2] / "dispatch" / "data"
+DATA = Path(__file__).resolve().parents[1] / "dispatch" / "data"
 FITTED, HELD_OUT = DATA / "ub_table.json", DATA / "ub_held_out.json"
 
 
@@ -51,8 +51,8 @@ def store(records: list[dict], held_out: bool) -> Path:
 
 def disagreements(records: list[dict]) -> list[str]:
     """The records whose compiler verdict the registered model does not reproduce."""
-    import kernels  # noqa: F401  (the owners register their models)
-    from dispatch import ub
+    import sp_kernels  # noqa: F401  (the owners register their models)
+    from sp_kernels.dispatch import ub
 
     wrong = []
     for r in records:
@@ -68,7 +68,7 @@ def main(argv=None) -> int:
                                      description=__doc__.split("\n")[0])
     parser.add_argument("--specs", required=True, help="MODULE:FUNCTION returning the CompileSpecs")
     parser.add_argument("--held-out", action="store_true", help="the verdicts check a fit (not fitted to)")
-    parser.add_argument("--write", action="store_true", help="store the verdicts in dispatch/data")
+    parser.add_argument("--write", action="store_true", help="store the verdicts in sp_kernels/dispatch/data")
     parser.add_argument("--check", action="store_true", help="compare the stored verdicts only (no compiler)")
     parser.add_argument("--ascend-python", default=None)
     parser.add_argument("--arch", default="Ascend910B3")

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from dispatch import OPS, DeviceProfile, check_impl_name, resolve_profile
+from sp_kernels.dispatch import OPS, DeviceProfile, check_impl_name, resolve_profile
 from sp_kernels import _contexts
 from sp_kernels.kernelize import compat
 from sp_kernels.kernelize.attention import attention_forward
@@ -58,7 +58,7 @@ class KernelizeReport:
         fmt = "  ".join(f"{{:<{w}}}" for w in widths)
         lines = [f"device {self.device.describe()} | sp_size {self.sp_size} | mode {self.mode}", fmt.format(*header)]
         lines += [fmt.format(*r) for r in rows]
-        return "\n".join(lines)
+        return "\n".join(line.rstrip() for line in lines)
 
     __str__ = table
 
@@ -112,7 +112,8 @@ def kernelize(model: torch.nn.Module, sp_size: int = 1, *, group=None, device=No
         missing = "".join(f"; unavailable: {n} ({why})" for n, why in unavailable)
         raise ValueError(f"model: {type(model).__name__} has no module kernelize supports; supported: {known}{missing}")
 
-    for _, module, _, kind in found:  # heads must divide by sp_size: checked before anything else about SP
+    for name, module, _, kind in found:  # heads must divide by sp_size: checked before anything else about SP
+        compat.check_hub_kernels(name, module)
         _layer_contexts(module, kind, sp_size)
     for cls, kind in dict.fromkeys((type(module), kind) for _, module, _, kind in found):
         compat.check_forward(cls, FORWARDS[kind])  # transformers' forward has nothing ours would drop

@@ -34,7 +34,7 @@ def attention_forward(self, hidden_states: torch.Tensor, position_embeddings, at
     value = self.v_proj(hidden_states).view(hidden_shape).transpose(1, 2)
 
     cos, sin = position_embeddings
-    query, key = binding.ops["rotary"].fn(packed, query.shape[2])(query, key, cos, sin, unsqueeze_dim=1)
+    query, key = binding.ops["apply_rotary_pos_emb"].fn(packed, query.shape[2])(query, key, cos, sin, unsqueeze_dim=1)
 
     if sp is not None:
         if past_key_values is not None:

@@ -7,7 +7,7 @@ from typing import Callable
 
 import torch
 
-from dispatch import DeviceProfile, Implementation, Selection, select
+from sp_kernels.dispatch import DeviceProfile, Implementation, Selection, select
 from sp_kernels._contexts import LayerContext
 from sp_kernels._library import LIBRARY
 
@@ -89,5 +89,5 @@ class ModuleBinding:
                 f"{type(module).__name__} is kernelized for {self.device.spec}"
                 f"{' (simulated)' if self.device.simulated else ''} ({chosen}) but its input is on {x.device}: "
                 "kernelize(model, device=...) selects as on that device and does not move tensors. Move the model "
-                f"there, or kernelize it again for {x.device.type} (the report and `python -m kernels explain` "
+                f"there, or kernelize it again for {x.device.type} (the report and `python -m sp_kernels explain` "
                 "still show the selection)")

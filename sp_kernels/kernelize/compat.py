@@ -7,6 +7,11 @@ owned forwards take ``cache`` and the older names.
 :func:`check_forward` runs at kernelize time on every transformers forward kernelize replaces (and, under sequence
 parallelism, on the text model whose arguments the pre-hook rewrites): a parameter that our forward does not
 handle is an error naming the class, the parameter and the transformers version — never dropped into ``**kwargs``.
+
+:func:`check_hub_kernels` refuses a layer that huggingface ``kernels``' ``kernelize`` already gave a kernel our forward
+would not call (the layer's own forward, or a function of ``use_kernelized_func`` such as the conv or the delta rule):
+replacing that forward would drop the kernel without a word. Submodules our forwards call as modules (the gated
+norm, q/k norms, projections) keep whatever forward they have.
 """
 from __future__ import annotations
 
@@ -69,3 +74,23 @@ def check_forward(cls: type, ours: Callable | Iterable[str], what: str = "sp-ker
         if positional[: len(order)] != order:
             raise RuntimeError(f"model: {where} takes its positional parameters in the order {order}, "
                                f"{what} in the order {positional}; kernelize refuses rather than mix them up")
+
+
+#: where huggingface ``kernels``' kernelize records the repository of a forward it replaced (module or function)
+HUB_KERNEL_REPO = "_kernel_repo"
+
+
+def check_hub_kernels(name: str, module) -> None:
+    """Refuse ``module`` (at ``name`` in the model) if huggingface ``kernels``' kernelize replaced its forward or
+    one of the functions attached to it with ``use_kernelized_func``."""
+    replaced = []
+    if HUB_KERNEL_REPO in module.__dict__:
+        replaced.append(f"its forward ({type(module).__name__}) by {module.__dict__[HUB_KERNEL_REPO]}")
+    for fn_name, fn in module.__dict__.get("_kernel_funcs", {}).items():
+        if HUB_KERNEL_REPO in fn.__dict__:
+            replaced.append(f"{fn_name} by {fn.__dict__[HUB_KERNEL_REPO]}")
+    if replaced:
+        raise ValueError(
+            f"model: {name} was kernelized by huggingface's `kernels` ({'; '.join(replaced)}). sp_kernels.kernelize "
+            f"replaces the forward of {type(module).__name__} with its own and would drop that kernel: leave this "
+            "layer out of huggingface's kernel mapping, or use one of the two kernelize calls for it")

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from sp_kernels.causal_conv1d.update import causal_conv1d_update
-from sp_kernels.gated_delta_rule.api import compute_dtype
-from sp_kernels.gated_delta_rule.recurrent import one_token, recurrent_gated_delta_rule_torch
+from sp_kernels.kernels.causal_conv1d.update import causal_conv1d_update
+from sp_kernels.kernels.chunk_gated_delta_rule.api import compute_dtype
+from sp_kernels.kernels.chunk_gated_delta_rule.recurrent import one_token, recurrent_gated_delta_rule_torch
 from sp_kernels.kernelize.batch import BATCH_KWARG
 from sp_kernels.kernelize.compat import the_cache
 from sp_kernels.sp.comm import all_to_all

@@ -2,7 +2,7 @@
 
 CUDA sm_90 with the installed triton (no GPU needed); Ascend910B3 with triton-ascend + ascendnpu-ir in the
 interpreter named by ``$SP_KERNELS_ASCEND_PYTHON`` (``.ci/run`` creates it; both packages install the module
-``triton``, so they cannot share the test venv). ``python -m kernels compile-check --full`` runs all of them.
+``triton``, so they cannot share the test venv). ``python -m sp_kernels compile-check --full`` runs all of them.
 """
 import importlib.util
 import os

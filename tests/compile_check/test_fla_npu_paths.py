@@ -1,5 +1,5 @@
 """Which kernels fla launches on an NPU (sp_kernels._fla.npu_paths) against what fla was seen launching through
-triton-ascend's stubbed driver (dispatch/data/fla_npu_launches.json: fla 0.5.2 and 0.6.0, dispatch on and off),
+triton-ascend's stubbed driver (sp_kernels/dispatch/data/fla_npu_launches.json: fla 0.5.2 and 0.6.0, dispatch on and off),
 and the registry's use of it: where fla would run its generic conv kernel, its conv is rejected with the overflow
 in bits (the seed's failure) and the torch conv1d is chosen."""
 import json
@@ -11,13 +11,13 @@ from pathlib import Path
 import pytest
 import torch
 
-import kernels  # noqa: F401
-from dispatch import Context, resolve_profile, select, ub
+import sp_kernels  # noqa: F401
+from sp_kernels.dispatch import Context, resolve_profile, select, ub
 from sp_kernels import _fla
 from sp_kernels.__main__ import main
 
 ROOT = Path(__file__).resolve().parents[2]
-RECORDS = json.loads((ROOT / "dispatch" / "data" / "fla_npu_launches.json").read_text())
+RECORDS = json.loads((ROOT / "sp_kernels" / "dispatch" / "data" / "fla_npu_launches.json").read_text())
 NPU = resolve_profile("npu:Ascend910B3")
 
 
@@ -49,7 +49,7 @@ def test_the_probe_names_the_kernels_fla_launched(record):
         assert names[-1] == "causal_conv1d_bwd_kernel" and not any("triton_ascend" in k for k in bwd)
         generic = [launch for c in record["calls"] if c["op"] == "causal_conv1d" for launch in c["launches"]]
         # the autotune set the generic launches stand for (dispatch.ub: the smallest BD of it)
-        from sp_kernels.causal_conv1d.fla import GENERIC_BDS, GENERIC_BT
+        from sp_kernels.kernels.causal_conv1d.fla import GENERIC_BDS, GENERIC_BT
         assert all([a["BD"] for a in g["autotune"]] == list(GENERIC_BDS) for g in generic)
         assert all(g["constexprs"]["BT"] == GENERIC_BT for g in generic)
     gdr = _functions(record, "chunk_gated_delta_rule")
@@ -98,8 +98,8 @@ def test_every_layout_has_an_answer(tmp_path, files, conv, module):
 #: triton-ascend present
 WITH_FLA = """
 import os, sys, torch
-import kernels
-from dispatch import Context, resolve_profile, select, ub
+import sp_kernels
+from sp_kernels.dispatch import Context, resolve_profile, select, ub
 from sp_kernels import _fla
 from sp_kernels.__main__ import main
 _fla._has_triton_ascend = lambda: True
@@ -137,7 +137,7 @@ def test_fla_generic_conv_is_rejected_with_the_overflow_in_bits_and_explain_show
     assert lines["REASON"] == (f"fla.causal_conv1d_bwd_generic(BT=64, BD=16, W=4; grid 10240; smallest of fla's "
                                f"autotune set BD 16..128) needs {need} bits of UB, Ascend910B3 has 1572864 "
                                f"(ub overflow)")
-    # bishengir's verdict at that tile (dispatch/data/ub_table.json): 1844224 bits; the model is within 1%
+    # bishengir's verdict at that tile (sp_kernels/dispatch/data/ub_table.json): 1844224 bits; the model is within 1%
     assert abs(need - 1844224) <= 0.01 * 1844224
     assert "UB fla (rejected): fla.causal_conv1d_bwd_generic(BT=64, BD=16, W=4;" in out
     assert f": overflow {need}/1572864" in out

@@ -1,16 +1,16 @@
 """dispatch.ub's models agree with the real compiler (bishengir from ascendnpu-ir 1.2.0 via triton-ascend 3.2.0) on
-every stored verdict: the records each model was fitted to (dispatch/data/ub_table.json) and those compiled after
-the fit to check it (dispatch/data/ub_held_out.json). See dispatch/data/UB_MODELS.md for how they were made. Pure
+every stored verdict: the records each model was fitted to (sp_kernels/dispatch/data/ub_table.json) and those compiled after
+the fit to check it (sp_kernels/dispatch/data/ub_held_out.json). See sp_kernels/dispatch/data/UB_MODELS.md for how they were made. Pure
 data: no compiler runs here."""
 import json
 from pathlib import Path
 
 import pytest
 
-import kernels  # noqa: F401  (the kernels' owners register their models)
-from dispatch import ub
+import sp_kernels  # noqa: F401  (the kernels' owners register their models)
+from sp_kernels.dispatch import ub
 
-DATA = Path(__file__).resolve().parents[2] / "dispatch" / "data"
+DATA = Path(__file__).resolve().parents[2] / "sp_kernels" / "dispatch" / "data"
 FITTED = json.loads((DATA / "ub_table.json").read_text())
 HELD_OUT = json.loads((DATA / "ub_held_out.json").read_text())
 RECORDS = FITTED + HELD_OUT
@@ -29,7 +29,7 @@ def test_the_tables_are_real_measurements():
 
 def test_every_stored_model_is_registered_and_every_record_has_a_model():
     stored = ub.load_data()["models"]
-    assert set(stored) == set(ub.MODELS), "a model in dispatch/data/ub_models.json no owner registers (or back)"
+    assert set(stored) == set(ub.MODELS), "a model in sp_kernels/dispatch/data/ub_models.json no owner registers (or back)"
     assert {r["kernel"] for r in RECORDS} <= set(ub.MODELS)
 
 
@@ -78,7 +78,7 @@ def test_overflow_bits_bound_the_models_single_buffered_bits():
     """bishengir reports an overflowing kernel's need after retrying without code motion and multi-buffering. The
     fitted models never exceed it by more than 1%, and reproduce it within 1% on most overflows — except for the
     dtypes a model declares ``boundary``: where a kernel needs more without code motion than the configurations that
-    fit with it imply, the coefficients follow the fits / overflow boundary (dispatch/data/UB_MODELS.md)."""
+    fit with it imply, the coefficients follow the fits / overflow boundary (sp_kernels/dispatch/data/UB_MODELS.md)."""
     overflows = [r for r in RECORDS if r["status"] == "overflow"]
     exact = counted = 0
     for r in overflows:

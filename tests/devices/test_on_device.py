@@ -7,13 +7,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import kernels
-from dispatch import Context, detect, implementations
+import sp_kernels
+from sp_kernels.dispatch import Context, detect, implementations
 
 CASES = {
     "chunk_gated_delta_rule": dict(B=1, T=100, H=2, HV=4, K=64, V=64),
     "causal_conv1d": dict(B=2, T=100, D=256, W=4),
-    "rotary": dict(B=2, T=50, H=4, HK=2, D=128, R=64),
+    "apply_rotary_pos_emb": dict(B=2, T=50, H=4, HK=2, D=128, R=64),
     "fusion_attention": dict(B=2, TQ=50, TK=50, H=4, HKV=2, D=64, DV=64),
 }
 
@@ -30,7 +30,7 @@ def inputs(op, s, device, dtype, gen):
             dict(use_qk_l2norm_in_kernel=True)
     if op == "causal_conv1d":
         return (r(s["B"], s["T"], s["D"]), r(s["D"], s["W"])), dict(activation="silu")
-    if op == "rotary":
+    if op == "apply_rotary_pos_emb":
         angles = torch.randn(s["B"], s["T"], s["R"] // 2, generator=gen, dtype=torch.float64)
         cos, sin = (torch.cat([f(angles)] * 2, -1).to(device, dtype) for f in (torch.cos, torch.sin))
         return (r(s["B"], s["H"], s["T"], s["D"]), r(s["B"], s["HK"], s["T"], s["D"]), cos, sin), {}
@@ -38,8 +38,8 @@ def inputs(op, s, device, dtype, gen):
             r(s["B"], s["TK"], s["HKV"], s["DV"])), dict(causal=True)
 
 
-PUBLIC = {"chunk_gated_delta_rule": kernels.chunk_gated_delta_rule, "causal_conv1d": kernels.causal_conv1d,
-          "rotary": kernels.apply_rotary_pos_emb, "fusion_attention": kernels.fusion_attention}
+PUBLIC = {"chunk_gated_delta_rule": sp_kernels.chunk_gated_delta_rule, "causal_conv1d": sp_kernels.causal_conv1d,
+          "apply_rotary_pos_emb": sp_kernels.apply_rotary_pos_emb, "fusion_attention": sp_kernels.fusion_attention}
 
 
 def first(out):

@@ -2,10 +2,10 @@
 import pytest
 import torch
 
-import kernels  # noqa: F401  (registers the built-in implementations)
-from dispatch import (FORCE_ENV, Context, Implementation, forced_from_env, implementations, known_profiles,
+import sp_kernels  # noqa: F401  (registers the built-in implementations)
+from sp_kernels.dispatch import (FORCE_ENV, Context, Implementation, forced_from_env, implementations, known_profiles,
                       registered, resolve_profile, select)
-from dispatch.devices import npu_profile_for
+from sp_kernels.dispatch.devices import npu_profile_for
 from tests.helpers import only_portable
 
 
@@ -41,8 +41,8 @@ def test_selection_is_by_device_and_priority_and_reports_each_rejection():
 
 def test_force_by_keyword_and_environment(monkeypatch):
     assert select("causal_conv1d", ctx(), force="reference").chosen.name == "reference"
-    monkeypatch.setenv(FORCE_ENV, "causal_conv1d=reference, rotary=torch")
-    assert forced_from_env() == {"causal_conv1d": "reference", "rotary": "torch"}
+    monkeypatch.setenv(FORCE_ENV, "causal_conv1d=reference, apply_rotary_pos_emb=torch")
+    assert forced_from_env() == {"causal_conv1d": "reference", "apply_rotary_pos_emb": "torch"}
     assert select("causal_conv1d", ctx()).chosen.name == "reference"
     assert select("causal_conv1d", ctx(), force="torch").chosen.name == "torch"  # the keyword wins
 
@@ -73,7 +73,7 @@ def test_no_fitting_implementation_is_a_clear_error():
 
 
 def test_register_rejects_duplicates_and_unknown_ops():
-    from dispatch import register
+    from sp_kernels.dispatch import register
 
     with pytest.raises(ValueError, match="name: causal_conv1d already has an implementation named 'torch'"):
         register(Implementation("causal_conv1d", "torch", fn=print, device_types=("cpu",)))
@@ -103,18 +103,18 @@ def test_device_profiles():
 
 def test_implementations_mapping_is_printable():
     table = implementations()
-    assert set(table) == {"chunk_gated_delta_rule", "causal_conv1d", "rotary", "fusion_attention"}
+    assert set(table) == {"chunk_gated_delta_rule", "causal_conv1d", "apply_rotary_pos_emb", "fusion_attention"}
     assert "Implementation(op='causal_conv1d', name='torch'" in repr(table["causal_conv1d"]["torch"])
 
 
 def test_check_impl_name_reports_the_argument_it_is_given():
-    from dispatch.registry import check_impl_name
+    from sp_kernels.dispatch.registry import check_impl_name
 
-    assert check_impl_name("rotary", "torch").name == "torch"
+    assert check_impl_name("apply_rotary_pos_emb", "torch").name == "torch"
     with pytest.raises(TypeError, match="^force: expected an implementation name .str., got int"):
-        check_impl_name("rotary", 5, arg="force")
-    with pytest.raises(ValueError, match="^force: rotary has no implementation 'npu'; known: "):
-        check_impl_name("rotary", "npu", arg="force")
+        check_impl_name("apply_rotary_pos_emb", 5, arg="force")
+    with pytest.raises(ValueError, match="^force: apply_rotary_pos_emb has no implementation 'npu'; known: "):
+        check_impl_name("apply_rotary_pos_emb", "npu", arg="force")
     with pytest.raises(ValueError, match="^op: unknown op 'conv'"):
         check_impl_name("conv", "torch")
 
@@ -125,7 +125,7 @@ def test_a_name_forced_by_the_environment_is_reported_as_such(monkeypatch):
         select("causal_conv1d", ctx())
 
 
-NPU_NAMES = {"fusion_attention": "torch_npu.npu_fusion_attention", "rotary": "torch_npu.npu_rotary_mul"}
+NPU_NAMES = {"fusion_attention": "torch_npu.npu_fusion_attention", "apply_rotary_pos_emb": "torch_npu.npu_rotary_mul"}
 
 
 def test_torch_npu_implementations_are_named_for_what_they_run(monkeypatch):
@@ -135,14 +135,14 @@ def test_torch_npu_implementations_are_named_for_what_they_run(monkeypatch):
         assert implementations(op)[name].packages == ("torch_npu",) and "npu" not in implementations(op)
     monkeypatch.setenv(FORCE_ENV, ",".join(f"{op}={name}" for op, name in NPU_NAMES.items()))
     assert forced_from_env() == NPU_NAMES
-    rotary = Context("rotary", resolve_profile("cpu"), torch.float32, {"B": 1, "H": 2, "HK": 2, "D": 8, "R": 8})
-    cannot = "rotary implementation 'torch_npu.npu_rotary_mul' was forced but cannot run here: runs on npu, not cpu"
+    rotary = Context("apply_rotary_pos_emb", resolve_profile("cpu"), torch.float32, {"B": 1, "H": 2, "HK": 2, "D": 8, "R": 8})
+    cannot = "apply_rotary_pos_emb implementation 'torch_npu.npu_rotary_mul' was forced but cannot run here: runs on npu, not cpu"
     with pytest.raises(ValueError, match=f"^{FORCE_ENV}: {cannot}"):
-        select("rotary", rotary)
+        select("apply_rotary_pos_emb", rotary)
     monkeypatch.delenv(FORCE_ENV)
     with pytest.raises(ValueError, match=f"^impl: {cannot}"):
-        select("rotary", rotary, force="torch_npu.npu_rotary_mul")
-    assert dict(select("rotary", rotary).rejected)["torch_npu.npu_rotary_mul"] == "runs on npu, not cpu"
+        select("apply_rotary_pos_emb", rotary, force="torch_npu.npu_rotary_mul")
+    assert dict(select("apply_rotary_pos_emb", rotary).rejected)["torch_npu.npu_rotary_mul"] == "runs on npu, not cpu"
 
 
 def test_among_the_package_s_implementations_the_declared_order_decides():
@@ -170,5 +170,5 @@ def test_dependencies_point_one_way():
 
     assert not [(f, m) for f, m in imported("sp_kernels/sp") if m.startswith("sp_kernels.kernelize")]
     # dispatch imports sp_kernels only to re-register the implementations of an unpickled model
-    assert [(f, m) for f, m in imported("dispatch") if m.startswith(("sp_kernels", "kernels"))] == [
-        ("registry.py", "sp_kernels")]
+    assert [(f, m) for f, m in imported("sp_kernels/dispatch")
+            if m.startswith("sp_kernels") and not m.startswith("sp_kernels.dispatch")] == [("registry.py", "sp_kernels")]

@@ -5,10 +5,10 @@ import sys
 import pytest
 import torch
 
-import kernels  # noqa: F401  (registers the implementations)
-from dispatch import Context, Implementation, registered, resolve_profile, select, ub
-from dispatch.ub import Launch
-from sp_kernels.causal_conv1d import fla as fla_conv
+import sp_kernels  # noqa: F401  (registers the implementations)
+from sp_kernels.dispatch import Context, Implementation, registered, resolve_profile, select, ub
+from sp_kernels.dispatch.ub import Launch
+from sp_kernels.kernels.causal_conv1d import fla as fla_conv
 from tests.helpers import only_portable
 
 
@@ -99,7 +99,7 @@ def test_fla_launch_mirror_on_the_training_path():
 MIRROR_CHECK = """
 import torch
 import fla.modules.causal_conv1d.backends.triton_ascend as t
-from sp_kernels.causal_conv1d import fla as ours
+from sp_kernels.kernels.causal_conv1d import fla as ours
 for D in list(range(1, 700, 7)) + [1024, 2048, 2560, 4096, 8192, 12288]:
     for preferred in (32, 64, 256):
         assert ours._coregrid_bd(D, preferred) == t._select_coregrid_bd(D, preferred), (D, preferred)

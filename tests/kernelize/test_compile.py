@@ -5,7 +5,7 @@ import inspect
 import pytest
 import torch
 
-import kernels
+import sp_kernels
 from tests.kernelize.models import build
 
 FAMILIES = [("qwen3_5", torch.float64), ("qwen3_5_moe", torch.float32), ("qwen3_next", torch.float32)]
@@ -45,7 +45,7 @@ def packed_batch(flash_kwargs: bool) -> dict:
 @pytest.mark.parametrize("family,dtype", FAMILIES)
 def test_a_kernelized_model_compiles_fullgraph_and_trains_as_eager(family, dtype):
     eager = build(family, dtype)
-    kernels.kernelize(eager)
+    sp_kernels.kernelize(eager)
     compiled = copy.deepcopy(eager)
     ids = torch.randint(0, 96, (2, 45))
     assert graph_breaks(compiled, input_ids=ids, labels=ids) == (0, [])
@@ -69,7 +69,7 @@ def test_a_kernelized_model_compiles_fullgraph_and_trains_as_eager(family, dtype
 
 def test_an_attention_mask_of_ones_compiles_fullgraph():
     model = build("qwen3_5", torch.float32)
-    kernels.kernelize(model)
+    sp_kernels.kernelize(model)
     ids = torch.randint(0, 96, (2, 21))
     mask = torch.ones_like(ids)
     assert graph_breaks(model, input_ids=ids, attention_mask=mask, labels=ids) == (0, [])
@@ -81,7 +81,7 @@ def test_an_attention_mask_of_ones_compiles_fullgraph():
 
 def test_packed_with_flash_kwargs_compiles_without_a_break_and_equals_eager():
     model = build("qwen3_5")
-    kernels.kernelize(model)
+    sp_kernels.kernelize(model)
     batch = packed_batch(flash_kwargs=True)
     assert graph_breaks(model, **batch) == (0, [])
     torch._dynamo.reset()
@@ -98,7 +98,7 @@ def test_packed_with_flash_kwargs_compiles_without_a_break_and_equals_eager():
 
 def test_packed_detection_from_position_ids_costs_one_break_point():
     model = build("qwen3_5")
-    kernels.kernelize(model)
+    sp_kernels.kernelize(model)
     count, reasons = graph_breaks(model, **packed_batch(flash_kwargs=False))
     # one point (the detection, torch.compiler.disable'd), inside the text model called by the causal LM: dynamo
     # counts it in both frames
@@ -115,10 +115,10 @@ def test_the_public_ops_compile_fullgraph_with_cu_seqlens():
     x, w = torch.randn(1, 11, 6, generator=gen).requires_grad_(), torch.randn(6, 4, generator=gen)
 
     def step(q, k, v, x):
-        o, state = kernels.chunk_gated_delta_rule(q, k, v, g, beta, output_final_state=True, cu_seqlens=cu,
+        o, state = sp_kernels.chunk_gated_delta_rule(q, k, v, g, beta, output_final_state=True, cu_seqlens=cu,
                                                   use_qk_l2norm_in_kernel=True)
-        y, _ = kernels.causal_conv1d(x, w, activation="silu", cu_seqlens=cu)
-        a = kernels.fusion_attention(q, k, v, cu_seqlens=cu)
+        y, _ = sp_kernels.causal_conv1d(x, w, activation="silu", cu_seqlens=cu)
+        a = sp_kernels.fusion_attention(q, k, v, cu_seqlens=cu)
         return o.sum() + state.sum() + y.sum() + a.sum()
 
     torch._dynamo.reset()
@@ -134,7 +134,7 @@ def test_decode_steps_compile_and_equal_eager():
     step's in-place eager path and the compiled graph (the ops' custom ops, no in-place state) give the same logits
     and leave the same states in their caches."""
     model = build("qwen3_5", torch.float32, use_cache=True)
-    kernels.kernelize(model, mode="inference")
+    sp_kernels.kernelize(model, mode="inference")
     ids, nxt = torch.randint(0, 96, (2, 6)), torch.randint(0, 96, (2, 1))
     cache = "cache" if "cache" in inspect.signature(type(model).forward).parameters else "past_key_values"
     torch._dynamo.reset()

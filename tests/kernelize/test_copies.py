@@ -5,13 +5,13 @@ import io
 import pytest
 import torch
 
-import kernels
+import sp_kernels
 from tests.kernelize.models import build
 
 
 def kernelized(family="qwen3_5"):
     model = build(family, torch.float64 if family == "qwen3_5" else torch.float32)  # (MoE experts: no float64)
-    kernels.kernelize(model)
+    sp_kernels.kernelize(model)
     return model
 
 
@@ -37,7 +37,7 @@ def test_deepcopy_is_kernelized_runs_the_same_and_owns_its_weights(family):
     with torch.no_grad():
         clone.model.layers[0].linear_attn.out_proj.weight.add_(1.0)
     assert not torch.allclose(clone(**batch).logits, model(**batch).logits)
-    assert kernels.unkernelize(clone) == 4 and not patched(clone)
+    assert sp_kernels.unkernelize(clone) == 4 and not patched(clone)
     assert len(patched(model)) == 4  # the original stays kernelized
 
 
@@ -50,7 +50,7 @@ def test_torch_save_and_load_round_trip():
     loaded = torch.load(buf, weights_only=False)
     assert len(patched(loaded)) == 4
     torch.testing.assert_close(loaded(**batch).logits, model(**batch).logits, rtol=0, atol=0)
-    assert kernels.unkernelize(loaded) == 4
+    assert sp_kernels.unkernelize(loaded) == 4
 
 
 def test_a_copy_in_a_fresh_process_finds_the_implementations_by_name(tmp_path):

@@ -4,8 +4,8 @@ import dataclasses
 import pytest
 import torch
 
-import kernels
-from dispatch import OPS, Implementation, implementations, registered
+import sp_kernels
+from sp_kernels.dispatch import OPS, Implementation, implementations, registered
 from sp_kernels import NPU_MARKER
 from tests.helpers import device_standins_on_cpu, only_portable
 from tests.kernelize.models import build
@@ -33,7 +33,7 @@ def test_chosen_implementations_are_the_ones_that_run():
     impls, calls = counting_standins(("cpu",))
     ids = torch.randint(0, 96, (1, 12))
     with registered(*impls):
-        report = kernels.kernelize(model)
+        report = sp_kernels.kernelize(model)
         model(input_ids=ids).logits.sum().backward()
     assert all(m.ops[op].startswith("standin") for m in report.modules for op in m.ops)
     assert calls == {op: 2 for op in OPS}  # two GatedDeltaNet and two attention layers
@@ -43,7 +43,7 @@ def test_npu_profile_marks_modules_patched_with_npu_kernels():
     model = build("qwen3_5")
     impls, calls = counting_standins(("npu",), prefix="npu")
     with registered(*impls), device_standins_on_cpu():
-        report = kernels.kernelize(model, device="npu:Ascend910B3")
+        report = sp_kernels.kernelize(model, device="npu:Ascend910B3")
         assert report.device.ub_bytes == 192 * 1024
         model(input_ids=torch.randint(0, 96, (1, 8)))
     assert calls["chunk_gated_delta_rule"] == 2 and calls["fusion_attention"] == 2
@@ -55,7 +55,7 @@ def test_npu_profile_marks_modules_patched_with_npu_kernels():
 
 def test_npu_profile_without_npu_kernels_leaves_no_marker():
     model = build("qwen3_5")
-    report = kernels.kernelize(model, device="npu:Ascend910B3")  # only portable torch implementations exist here
+    report = sp_kernels.kernelize(model, device="npu:Ascend910B3")  # only portable torch implementations exist here
     assert not any(m.npu_patched for m in report.modules)
     assert not any(hasattr(m, NPU_MARKER) for m in model.modules())
 
@@ -64,13 +64,13 @@ def test_kernelize_is_idempotent_and_unkernelize_restores():
     model = build("qwen3_5")
     ids = torch.randint(0, 96, (2, 10))
     before = model(input_ids=ids).logits
-    first = kernels.kernelize(model)
-    second = kernels.kernelize(model)
+    first = sp_kernels.kernelize(model)
+    second = sp_kernels.kernelize(model)
     assert first == second
     hooks = [m for m in model.modules() if hasattr(m, "_sp_kernels_hook")]
     assert len(hooks) == 1 and len(hooks[0]._forward_pre_hooks) == 1
     kernelized = model(input_ids=ids).logits
-    assert kernels.unkernelize(model) == 4
+    assert sp_kernels.unkernelize(model) == 4
     assert not any("forward" in vars(m) or hasattr(m, "_sp_kernels") for m in model.modules())
     assert not any(m._forward_pre_hooks for m in model.modules())
     torch.testing.assert_close(model(input_ids=ids).logits, before, rtol=0, atol=0)
@@ -78,7 +78,7 @@ def test_kernelize_is_idempotent_and_unkernelize_restores():
 
 
 def test_report_table_lists_every_module_and_op():
-    report = kernels.kernelize(build("qwen3_next", torch.float32))
+    report = sp_kernels.kernelize(build("qwen3_next", torch.float32))
     text = report.table()
     assert "model.layers.0.linear_attn" in text and "model.layers.1.self_attn" in text
     for op in OPS:
@@ -88,13 +88,13 @@ def test_report_table_lists_every_module_and_op():
 
 def test_model_without_supported_modules_is_an_error():
     with pytest.raises(ValueError, match="model: .*no module kernelize supports"):
-        kernels.kernelize(torch.nn.Sequential(torch.nn.Linear(4, 4)))
+        sp_kernels.kernelize(torch.nn.Sequential(torch.nn.Linear(4, 4)))
 
 
 def test_failed_selection_leaves_model_untouched():
     model = build("qwen3_5")
     with pytest.raises(ValueError, match="force: .*no implementation 'nope'"):
-        kernels.kernelize(model, force={"causal_conv1d": "nope"})
+        sp_kernels.kernelize(model, force={"causal_conv1d": "nope"})
     assert not any(hasattr(m, "_sp_kernels") for m in model.modules())
 
 
@@ -108,24 +108,24 @@ def test_failed_selection_leaves_model_untouched():
     (dict(device="npu:Ascend999"), ValueError, "device: unknown npu profile"),
     (dict(force={"conv": "torch"}), ValueError, "force: unknown op 'conv'"),
     (dict(force="reference"), TypeError, "force: expected a dict"),
-    (dict(force={"rotary": 5}), TypeError, "force: expected an implementation name"),
-    (dict(force={"rotary": "nope"}), ValueError, "force: rotary has no implementation 'nope'"),
+    (dict(force={"apply_rotary_pos_emb": 5}), TypeError, "force: expected an implementation name"),
+    (dict(force={"apply_rotary_pos_emb": "nope"}), ValueError, "force: rotary has no implementation 'nope'"),
     (dict(group=object()), ValueError, "group: a process group was given with sp_size=1"),
 ])
 def test_bad_arguments(kwargs, exc, match):
     with pytest.raises(exc, match=match):
-        kernels.kernelize(build("qwen3_5"), **kwargs)
+        sp_kernels.kernelize(build("qwen3_5"), **kwargs)
 
 
 def test_bad_model_type():
     with pytest.raises(TypeError, match="model: expected a torch.nn.Module"):
-        kernels.kernelize("qwen3_5")
+        sp_kernels.kernelize("qwen3_5")
 
 
 def test_sp_size_without_a_process_group_is_an_error():
     model = build("qwen3_5")
     with pytest.raises(ValueError, match="sp_size: 2 needs an initialized torch.distributed process group"):
-        kernels.kernelize(model, sp_size=2)
+        sp_kernels.kernelize(model, sp_size=2)
     assert not any(hasattr(m, "_sp_kernels") for m in model.modules())
 
 
@@ -133,7 +133,7 @@ def test_a_simulated_device_the_tensors_are_not_on_is_an_error_before_any_kernel
     model = build("qwen3_5", torch.float32)
     impls, calls = counting_standins(("cuda",), prefix="cuda")
     with registered(*impls):
-        report = kernels.kernelize(model, device="cuda:sm90")
+        report = sp_kernels.kernelize(model, device="cuda:sm90")
         assert report.device.simulated and "cuda_causal_conv1d" in report.table()  # the report stays available
         with pytest.raises(RuntimeError, match=r"Qwen3_5GatedDeltaNet is kernelized for cuda:sm90 \(simulated\) "
                                                r".* but its input is on cpu"):
@@ -146,10 +146,10 @@ def test_a_simulated_device_whose_kernels_are_portable_runs():
     ids = torch.randint(0, 96, (1, 8))
     before = model(input_ids=ids).logits
     with only_portable():
-        kernels.kernelize(model, device="npu:Ascend910B3")  # torch implementations: they run CPU tensors too
+        sp_kernels.kernelize(model, device="npu:Ascend910B3")  # torch implementations: they run CPU tensors too
     torch.testing.assert_close(model(input_ids=ids).logits, before, rtol=2e-3, atol=2e-3)
 
 
 def test_a_forced_implementation_that_cannot_run_names_force():
     with pytest.raises(ValueError, match="force: causal_conv1d implementation 'triton' was forced but cannot run"):
-        kernels.kernelize(build("qwen3_5"), force={"causal_conv1d": "triton"})
+        sp_kernels.kernelize(build("qwen3_5"), force={"causal_conv1d": "triton"})

@@ -4,7 +4,7 @@ import copy
 import pytest
 import torch
 
-import kernels
+import sp_kernels
 from sp_kernels.kernelize.batch import cu_seqlens_from_position_ids
 from tests.kernelize.models import build_multimodal, image_sample, pack_samples, stack_samples
 from tests.kernelize.test_parity import TRANSFORMERS_TOL, assert_same, run
@@ -56,7 +56,7 @@ def test_a_layout_that_is_not_known_is_an_error():
 def test_images_match_the_unpatched_model(family, dtype, rows):
     base = build_multimodal(family, dtype)
     model = copy.deepcopy(base)
-    report = kernels.kernelize(model)
+    report = sp_kernels.kernelize(model)
     assert len(report.modules) == 4
     samples = [image_sample(5, 7, seed=i, dtype=dtype) for i in range(rows)]
     batch = stack_samples(samples)
@@ -68,7 +68,7 @@ def test_images_match_the_unpatched_model(family, dtype, rows):
 @pytest.mark.parametrize("flash_kwargs", [False, True])
 def test_packed_images_equal_each_sample_alone(family, dtype, flash_kwargs):
     model = build_multimodal(family, dtype)
-    kernels.kernelize(model)
+    sp_kernels.kernelize(model)
     samples = [image_sample(5, 7, seed=0, dtype=dtype), image_sample(0, 3, grid=(1, 4, 8), seed=1, dtype=dtype),
                image_sample(2, 0, seed=2, dtype=dtype)]
     packed = pack_samples(model, samples)
@@ -87,7 +87,7 @@ def test_packed_images_equal_each_sample_alone(family, dtype, flash_kwargs):
 def test_generate_with_an_image_matches_transformers(family, dtype):
     base = build_multimodal(family, dtype, use_cache=True)
     model = copy.deepcopy(base)
-    kernels.kernelize(model, mode="inference")
+    sp_kernels.kernelize(model, mode="inference")
     sample = image_sample(3, 4, dtype=dtype)
     with torch.no_grad():  # decode steps: positions from mRoPE's rope deltas, the cache not packed
         assert torch.equal(model.generate(**sample, max_new_tokens=6, do_sample=False),

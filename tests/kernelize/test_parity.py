@@ -5,8 +5,8 @@ import inspect
 import pytest
 import torch
 
-import kernels
-from dispatch import OPS
+import sp_kernels
+from sp_kernels.dispatch import OPS
 from tests.kernelize.models import build
 
 FAMILIES = [("qwen3_5", torch.float64, 1e-10), ("qwen3_5_moe", torch.float32, 2e-4), ("qwen3_next", torch.float32, 2e-4)]
@@ -40,10 +40,10 @@ def assert_same(a, b, tol):
 def test_ordinary_batch_matches_transformers(family, dtype, tol):
     base = build(family, dtype)
     model = copy.deepcopy(base)
-    report = kernels.kernelize(model)
+    report = sp_kernels.kernelize(model)
     assert len(report.modules) == 4
     reference = copy.deepcopy(base)
-    kernels.kernelize(reference, force=REFERENCE)
+    sp_kernels.kernelize(reference, force=REFERENCE)
     ids = torch.randint(0, 96, (2, 45))  # 45: not a multiple of the 64-token chunk
     ours = run(model, input_ids=ids, labels=ids)
     assert_same(ours, run(reference, input_ids=ids, labels=ids), tol)
@@ -54,7 +54,7 @@ def test_ordinary_batch_matches_transformers(family, dtype, tol):
 def test_padded_batch_matches_transformers(family, dtype, tol):
     base = build(family, dtype)
     model = copy.deepcopy(base)
-    kernels.kernelize(model)
+    sp_kernels.kernelize(model)
     ids = torch.randint(0, 96, (2, 21))
     mask = torch.ones_like(ids)
     mask[1, 15:] = 0  # right padding in the second row
@@ -76,7 +76,7 @@ def test_padded_batch_matches_transformers(family, dtype, tol):
 @pytest.mark.parametrize("family,dtype,tol", FAMILIES)
 def test_packed_batch_equals_each_sequence_alone(family, dtype, tol):
     model = build(family, dtype)
-    kernels.kernelize(model)
+    sp_kernels.kernelize(model)
     lengths = [9, 1, 70, 4]  # one sequence longer than a chunk, one of a single token
     seqs = [torch.randint(0, 96, (1, n)) for n in lengths]
     ids = torch.cat(seqs, dim=1)
@@ -107,7 +107,7 @@ def test_packed_batch_is_refused_by_transformers_but_not_after_kernelize():
     with pytest.raises(ValueError, match="packed sequences"):
         model(input_ids=ids, position_ids=position_ids, cu_seq_lens_q=cu, cu_seq_lens_k=cu, max_length_q=7,
               max_length_k=7)
-    kernels.kernelize(model)
+    sp_kernels.kernelize(model)
     out = model(input_ids=ids, position_ids=position_ids, cu_seq_lens_q=cu, cu_seq_lens_k=cu, max_length_q=7,
                 max_length_k=7).logits
     torch.testing.assert_close(out[:, :5], model(input_ids=ids[:, :5]).logits, rtol=1e-10, atol=1e-10)
@@ -128,7 +128,7 @@ def test_decoded_tokens_take_the_decode_step(family, dtype, tol):
 
     base = build(family, dtype, use_cache=True)
     model = copy.deepcopy(base)
-    kernels.kernelize(model, mode="inference")
+    sp_kernels.kernelize(model, mode="inference")
     ids, nxt = torch.randint(0, 96, (2, 6)), torch.randint(0, 96, (2, 1))
     cache = cache_keyword(base)
     with torch.no_grad():
@@ -154,7 +154,7 @@ def test_decoded_tokens_take_the_decode_step(family, dtype, tol):
 def test_generate_with_cache_matches_transformers(family, dtype, tol):
     base = build(family, dtype, use_cache=True)
     model = copy.deepcopy(base)
-    kernels.kernelize(model, mode="inference")
+    sp_kernels.kernelize(model, mode="inference")
     ids = torch.randint(0, 96, (2, 6))
     kwargs = dict(max_new_tokens=8, do_sample=False, use_cache=True)
     cache = cache_keyword(base)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-import kernels
+import sp_kernels
 from tests.kernelize.models import build
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -19,7 +19,7 @@ def test_transformers_does_not_mistake_us_for_huggingface_kernels():
     from transformers.integrations import hub_kernels
     from transformers.utils.import_utils import is_kernels_available
 
-    assert importlib.util.find_spec("kernels").origin == kernels.__file__  # the import name is ours here...
+    assert importlib.util.find_spec("kernels").origin == sp_kernels.__file__  # the import name is ours here...
     assert is_kernels_available() is False  # ...but transformers finds no compatible huggingface `kernels`
     with pytest.raises(RuntimeError, match="requires `kernels` to be installed"):
         hub_kernels.LayerRepository()  # transformers' stand-in, not huggingface's class
@@ -35,7 +35,7 @@ def test_qwen3_5_builds_and_trains_with_the_package_imported():
 
 SCRIPT = textwrap.dedent("""
     import torch
-    import kernels
+    import sp_kernels
     from tests.kernelize.models import build
     model = build("qwen3_5")
     ids = torch.randint(0, 96, (1, 16))
@@ -45,9 +45,9 @@ SCRIPT = textwrap.dedent("""
     except Exception as exc:
         print("UNPATCHED_FAILS", type(exc).__name__, str(exc).splitlines()[0])
     ref = build("qwen3_5")
-    from dispatch import OPS
-    kernels.kernelize(ref, force={op: "reference" for op in OPS})
-    kernels.kernelize(model)
+    from sp_kernels.dispatch import OPS
+    sp_kernels.kernelize(ref, force={op: "reference" for op in OPS})
+    sp_kernels.kernelize(model)
     out = model(input_ids=ids, labels=ids)
     out.loss.backward()
     torch.testing.assert_close(out.logits, ref(input_ids=ids).logits, rtol=1e-10, atol=1e-10)
@@ -90,7 +90,7 @@ def test_a_forward_parameter_kernelize_does_not_know_is_refused():
     _with_forward(gdn, forward)
     with pytest.raises(RuntimeError, match=rf"Qwen3_5GatedDeltaNet.forward \(transformers "
                                            rf"{transformers.__version__}\) has a parameter 'seq_idx'"):
-        kernels.kernelize(model)
+        sp_kernels.kernelize(model)
     assert not any(hasattr(m, "_sp_kernels") for m in model.modules())  # refused before anything was patched
 
 
@@ -102,7 +102,7 @@ def test_a_reordered_forward_is_refused():
 
     _with_forward(model.model.layers[1].self_attn, forward)
     with pytest.raises(RuntimeError, match="Qwen3_5Attention.forward .* positional parameters in the order"):
-        kernels.kernelize(model)
+        sp_kernels.kernelize(model)
 
 
 @pytest.mark.parametrize("keyword", ["cache", "cache_params", "past_key_values"])

@@ -10,14 +10,14 @@ import types
 import pytest
 import torch
 
-from sp_kernels.attention import npu as npu_attn
-from sp_kernels.attention.flash_attn import varlen_args
-from sp_kernels.attention.naive import attention_reference
-from sp_kernels.gated_delta_rule import mindspeed
-from sp_kernels.gated_delta_rule.naive import naive_recurrent_gated_delta_rule
-from sp_kernels.rotary import fla as fla_rotary
-from sp_kernels.rotary import npu as npu_rotary
-from sp_kernels.rotary.naive import rotary_reference
+from sp_kernels.kernels.fusion_attention import npu as npu_attn
+from sp_kernels.kernels.fusion_attention.flash_attn import varlen_args
+from sp_kernels.kernels.fusion_attention.naive import attention_reference
+from sp_kernels.kernels.chunk_gated_delta_rule import mindspeed
+from sp_kernels.kernels.chunk_gated_delta_rule.naive import naive_recurrent_gated_delta_rule
+from sp_kernels.kernels.apply_rotary_pos_emb import fla as fla_rotary
+from sp_kernels.kernels.apply_rotary_pos_emb import npu as npu_rotary
+from sp_kernels.kernels.apply_rotary_pos_emb.naive import rotary_reference
 
 F64 = torch.float64
 
@@ -80,7 +80,7 @@ def test_npu_fusion_attention_translation(fake_torch_npu, packed, causal):
 
 
 def test_npu_attention_supports():
-    from dispatch import Context, resolve_profile
+    from sp_kernels.dispatch import Context, resolve_profile
 
     npu = resolve_profile("npu:Ascend910B3")
     ctx = Context("fusion_attention", npu, torch.float64, {"D": 8, "DV": 8})
@@ -105,14 +105,14 @@ def test_npu_rotary_translation(fake_torch_npu, unsqueeze_dim, R):
 
 
 def test_npu_rotary_supports():
-    from dispatch import Context, resolve_profile
+    from sp_kernels.dispatch import Context, resolve_profile
 
     npu = resolve_profile("npu:Ascend910B3")
-    ok = Context("rotary", npu, torch.bfloat16, {"B": 1, "H": 8, "HK": 2, "D": 256, "R": 64})
+    ok = Context("apply_rotary_pos_emb", npu, torch.bfloat16, {"B": 1, "H": 8, "HK": 2, "D": 256, "R": 64})
     assert npu_rotary.supports_npu_rotary(ok) == (True, "")
-    odd = Context("rotary", npu, torch.bfloat16, {"B": 1, "H": 8, "D": 256, "R": 900})
+    odd = Context("apply_rotary_pos_emb", npu, torch.bfloat16, {"B": 1, "H": 8, "D": 256, "R": 900})
     assert "even rotary dim < 896" in npu_rotary.supports_npu_rotary(odd)[1]
-    many = Context("rotary", npu, torch.bfloat16, {"B": 1000, "H": 8, "D": 256, "R": 64})
+    many = Context("apply_rotary_pos_emb", npu, torch.bfloat16, {"B": 1000, "H": 8, "D": 256, "R": 64})
     assert "B < 1000" in npu_rotary.supports_npu_rotary(many)[1]
 
 

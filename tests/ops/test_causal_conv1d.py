@@ -7,9 +7,9 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import dispatch
+from sp_kernels import dispatch
 from sp_kernels import causal_conv1d
-from sp_kernels.causal_conv1d.api import OP
+from sp_kernels.kernels.causal_conv1d.api import OP
 
 F64 = torch.float64
 
@@ -175,7 +175,7 @@ def test_hypothesis_packed(lens, W, seed):
 def test_torch_tiles_match_reference(monkeypatch, tile, activation, state, dtype, tol):
     """Many tiles on a small shape: boundaries inside the first W-1 rows (tile < W-1), T not a multiple of the tile,
     tiles shorter than the W-1 rows of right context (dpre) the backward carries from tile to tile."""
-    from sp_kernels.causal_conv1d import torch_impl
+    from sp_kernels.kernels.causal_conv1d import torch_impl
 
     calls = []
     monkeypatch.setattr(torch_impl, "_tile_len", lambda row_bytes, W: calls.append(W) or tile)
@@ -190,7 +190,7 @@ def test_torch_tiles_match_reference(monkeypatch, tile, activation, state, dtype
 
 @pytest.mark.parametrize("tile", [1, 2, 4])
 def test_torch_tiles_packed_match_reference(monkeypatch, tile):
-    from sp_kernels.causal_conv1d import torch_impl
+    from sp_kernels.kernels.causal_conv1d import torch_impl
 
     monkeypatch.setattr(torch_impl, "_tile_len", lambda row_bytes, W: tile)
     lens = [5, 1, 0, 9, 2]
@@ -206,7 +206,7 @@ def test_torch_tiles_packed_match_reference(monkeypatch, tile):
 def test_torch_default_tile_len_matches_reference(monkeypatch, tile_bytes, dtype, tol):
     """The default tile length (at least W rows; 8 KiB = 8 rows of 2 x 128 float32), several tiles; bfloat16 inputs
     against the reference on the same (bf16-rounded) inputs."""
-    from sp_kernels.causal_conv1d import torch_impl
+    from sp_kernels.kernels.causal_conv1d import torch_impl
 
     monkeypatch.setattr(torch_impl, "TILE_BYTES", tile_bytes)
     B, T, D, W = 2, 29, 128, 4
@@ -253,7 +253,7 @@ def test_state_conversion_with_transformers_causal_conv1d_update():
 def test_decode_update_matches_reference(bias, activation):
     """Our one-token update on transformers' [B, D, W] cache, token by token == the float64 reference over the
     whole sequence from the same state; the cache ends holding the last W inputs."""
-    from sp_kernels.causal_conv1d.update import causal_conv1d_update
+    from sp_kernels.kernels.causal_conv1d.update import causal_conv1d_update
 
     W = 4
     inputs = _inputs(2, 6, 5, W, bias=bias, state=True, seed=8)

@@ -7,10 +7,10 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import dispatch
+from sp_kernels import dispatch
 from sp_kernels import fusion_attention
-from sp_kernels.attention.api import OP
-from sp_kernels.attention.torch_impl import attention_sdpa
+from sp_kernels.kernels.fusion_attention.api import OP
+from sp_kernels.kernels.fusion_attention.torch_impl import attention_sdpa
 
 F64 = torch.float64
 

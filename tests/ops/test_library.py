@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-import kernels  # noqa: F401  (defines the ops)
+import sp_kernels  # noqa: F401  (defines the ops)
 from sp_kernels._library import LIBRARY
 
 F64 = torch.float64
@@ -29,7 +29,7 @@ def cases(op: str, packed: bool, gen) -> tuple:
         N = 3 if packed else B
         return (_leaf(B, T, D, gen=gen), _leaf(D, W, gen=gen), _leaf(D, gen=gen), "silu", _leaf(N, D, W - 1, gen=gen),
                 True, cu)
-    if op == "rotary":
+    if op == "apply_rotary_pos_emb":
         H, HK, D, R = 2, 1, 8, 4
         return (_leaf(B, H, T, D, gen=gen), _leaf(B, HK, T, D, gen=gen), _leaf(B, T, R, gen=gen),
                 _leaf(B, T, R, gen=gen), 1)
@@ -42,7 +42,7 @@ RUNNABLE.append(("chunk_gated_delta_rule", "torch_recurrent"))  # the cases are 
 
 
 @pytest.mark.parametrize("op,impl,packed", [(op, impl, packed) for op, impl in RUNNABLE for packed in (False, True)
-                                             if not (packed and op == "rotary")])  # rotary is per token
+                                             if not (packed and op == "apply_rotary_pos_emb")])  # rotary is per token
 def test_opcheck(op, impl, packed):
     args = cases(op, packed, torch.Generator().manual_seed(0))
     torch.library.opcheck(LIBRARY[op].default, (*args, impl))
@@ -51,9 +51,9 @@ def test_opcheck(op, impl, packed):
 @pytest.mark.parametrize("op,impl", RUNNABLE)
 def test_the_custom_op_equals_the_implementation_forward_and_backward(op, impl):
     gen = torch.Generator().manual_seed(1)
-    args = cases(op, op != "rotary", gen)
+    args = cases(op, op != "apply_rotary_pos_emb", gen)
     leaves = [a for a in args if isinstance(a, torch.Tensor) and a.requires_grad]
-    from dispatch import implementations
+    from sp_kernels.dispatch import implementations
 
     eager = implementations(op)[impl].fn(*args)
     eager = eager if isinstance(eager, tuple) else (eager,)

@@ -26,11 +26,11 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-import kernels  # noqa: F401  (registers the implementations)
-from dispatch import Context, resolve_profile, select, ub
-from sp_kernels.causal_conv1d.naive import causal_conv1d_reference
-from sp_kernels.gated_delta_rule.naive import naive_recurrent_gated_delta_rule
-from sp_kernels.rotary.naive import rotary_reference
+import sp_kernels  # noqa: F401  (registers the implementations)
+from sp_kernels.dispatch import Context, resolve_profile, select, ub
+from sp_kernels.kernels.causal_conv1d.naive import causal_conv1d_reference
+from sp_kernels.kernels.chunk_gated_delta_rule.naive import naive_recurrent_gated_delta_rule
+from sp_kernels.kernels.apply_rotary_pos_emb.naive import rotary_reference
 
 pytest.importorskip("triton")
 
@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parents[2]
 INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
 #: the ops with Triton kernels, and each one's modules by role: ``kernels`` (``@triton.jit``), ``plan`` (pure tile
 #: plan: the launches), ``launch`` (runs them), ``specs`` (compile specs)
-OPS = {"conv": "sp_kernels.causal_conv1d", "rotary": "sp_kernels.rotary", "gdr": "sp_kernels.gated_delta_rule"}
+OPS = {"conv": "sp_kernels.kernels.causal_conv1d", "apply_rotary_pos_emb": "sp_kernels.kernels.apply_rotary_pos_emb", "gdr": "sp_kernels.kernels.chunk_gated_delta_rule"}
 ROLES = ("kernels", "plan", "launch", "specs")
 #: the ``@interpreted`` tests' names, which the interpreter subprocess runs
 _INTERPRETED_TESTS = []
@@ -88,7 +88,7 @@ def interpreter_run(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def tk():
-    # (importlib: ``kernels.causal_conv1d`` the attribute is the op function, not the package)
+    # (importlib: ``sp_kernels.causal_conv1d`` the attribute is the op function, not the package)
     return SimpleNamespace(**{op: SimpleNamespace(**{role: importlib.import_module(f"{package}.triton_{role}")
                                                      for role in ROLES})
                               for op, package in OPS.items()})
@@ -275,10 +275,10 @@ def test_conv_tiles_fit(tk, dtype):
 def test_rotary_tiles_fit(tk, dtype):
     for D, R in ((256, 64), (256, 256), (128, 128), (128, 64), (64, 32), (45, 20)):
         for T in LENGTHS:
-            ctx = Context("rotary", NPU, dtype, {"B": 1, "T": T, "H": 16, "HK": 2, "D": D, "R": R},
+            ctx = Context("apply_rotary_pos_emb", NPU, dtype, {"B": 1, "T": T, "H": 16, "HK": 2, "D": D, "R": R},
                           requires_grad=True)
             _check_npu(tk.rotary.plan.launches(ctx), dtype)
-            _check_cuda(tk.rotary.plan.launches(Context("rotary", CUDA, dtype, ctx.shapes, requires_grad=True)), dtype)
+            _check_cuda(tk.rotary.plan.launches(Context("apply_rotary_pos_emb", CUDA, dtype, ctx.shapes, requires_grad=True)), dtype)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
@@ -304,11 +304,11 @@ def test_tile_config_is_pure_and_prefers_double_buffering(tk):
 def test_the_tile_plans_import_no_triton():
     """The plans (and the registrations, which import them) are pure: they choose without triton installed."""
     script = ("import sys; sys.modules['triton'] = None\n"
-              "import kernels\n"
-              "from dispatch import Context, resolve_profile\n"
+              "import sp_kernels\n"
+              "from sp_kernels.dispatch import Context, resolve_profile\n"
               f"for package in {sorted(OPS.values())!r}:\n"
               "    __import__(package + '.triton_plan')\n"
-              "from sp_kernels.causal_conv1d.triton_plan import launches\n"
+              "from sp_kernels.kernels.causal_conv1d.triton_plan import launches\n"
               "ctx = Context('causal_conv1d', resolve_profile('npu:Ascend910B3'), shapes=dict(T=64, D=256, W=4))\n"
               "print(launches(ctx)[0].kernel)\n")
     run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT,
@@ -360,7 +360,7 @@ def test_the_launchers_run_the_launches_the_plan_returns(tk, monkeypatch, spec):
     q, k = torch.randn(B, H, T, D, requires_grad=True), torch.randn(B, HK, T, D)
     oq, _ = tk.rotary.launch.rotary_triton(q, k, torch.randn(1, T, R), torch.randn(1, T, R))
     oq.sum().backward()
-    ctx = Context("rotary", profile, torch.float32, {"B": B, "T": T, "H": H, "HK": HK, "D": D, "R": R},
+    ctx = Context("apply_rotary_pos_emb", profile, torch.float32, {"B": B, "T": T, "H": H, "HK": HK, "D": D, "R": R},
                   requires_grad=True)
     check(tk.rotary.plan.launches(ctx), launched({"rotary_fwd_kernel": tk.rotary.plan.FWD,
                                                   "rotary_bwd_kernel": tk.rotary.plan.BWD}))
@@ -396,8 +396,8 @@ def test_registry_choices(monkeypatch):
     npu_conv = Context("causal_conv1d", NPU, torch.bfloat16, {"B": 1, "T": 4096, "D": 1280, "W": 4},
                        requires_grad=True)
     assert select("causal_conv1d", npu_conv).chosen.name == "triton"
-    rot = Context("rotary", CUDA, torch.bfloat16, {"B": 1, "T": 4096, "H": 16, "HK": 2, "D": 256, "R": 64})
-    assert select("rotary", rot).chosen.name == "triton"
+    rot = Context("apply_rotary_pos_emb", CUDA, torch.bfloat16, {"B": 1, "T": 4096, "H": 16, "HK": 2, "D": 256, "R": 64})
+    assert select("apply_rotary_pos_emb", rot).chosen.name == "triton"
     shapes = {"B": 4, "T": 1, "H": 16, "HV": 32, "K": 128, "V": 128}
     decode = Context("chunk_gated_delta_rule", NPU, torch.bfloat16, shapes)
     assert select("chunk_gated_delta_rule", decode).chosen.name == "triton"
@@ -412,7 +412,7 @@ def test_registry_choices(monkeypatch):
 
 # --- the custom ops (torch.compile's nodes) running our Triton kernels ------------------------------------------
 
-@pytest.mark.parametrize("op,packed", [("causal_conv1d", False), ("causal_conv1d", True), ("rotary", False),
+@pytest.mark.parametrize("op,packed", [("causal_conv1d", False), ("causal_conv1d", True), ("apply_rotary_pos_emb", False),
                                        ("chunk_gated_delta_rule", False), ("chunk_gated_delta_rule", True)])
 @interpreted
 def test_opcheck_of_the_custom_op_running_triton(op, packed):

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-import kernels
+import sp_kernels
 from sp_kernels.sp.group import SPGroup
 from sp_kernels.sp.layout import local_slice, shift_left
 from tests.kernelize.models import build
@@ -30,16 +30,16 @@ def test_slices_along_any_dim_cover_the_sequence_once():
 def test_sp_slice_needs_a_model_kernelized_for_sp():
     model = build("qwen3_5")
     with pytest.raises(ValueError, match=r"model: not kernelized with sp_size > 1"):
-        kernels.sp_slice(model, torch.zeros(1, 5))
-    kernels.kernelize(model)
+        sp_kernels.sp_slice(model, torch.zeros(1, 5))
+    sp_kernels.kernelize(model)
     with pytest.raises(ValueError, match=r"model: not kernelized with sp_size > 1"):
-        kernels.sp_gather(model, torch.zeros(1, 5))
+        sp_kernels.sp_gather(model, torch.zeros(1, 5))
     with pytest.raises(TypeError, match="model: expected a torch.nn.Module"):
-        kernels.sp_slice("model", torch.zeros(1, 5))
+        sp_kernels.sp_slice("model", torch.zeros(1, 5))
 
 
 def test_gather_logits_needs_sp():
     with pytest.raises(ValueError, match="gather_logits: only with sp_size > 1"):
-        kernels.kernelize(build("qwen3_5"), gather_logits=True)
+        sp_kernels.kernelize(build("qwen3_5"), gather_logits=True)
     with pytest.raises(TypeError, match="gather_logits: expected a bool"):
-        kernels.kernelize(build("qwen3_5"), gather_logits=1)
+        sp_kernels.kernelize(build("qwen3_5"), gather_logits=1)

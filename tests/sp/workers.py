@@ -11,7 +11,7 @@ sys.modules.setdefault("fla", None)
 import torch
 import torch.distributed as dist
 
-import kernels
+import sp_kernels
 from tests.kernelize.models import build
 
 # heads that divide by 2 and 4: 4 key / 8 value GatedDeltaNet heads (grouped), 8 query / 4 KV attention heads
@@ -41,7 +41,7 @@ def loss_and_grads(model, batch, sp_size=1):
     if sp_size > 1:  # this rank's shard of the logits: gathered back to compare with sp_size=1
         T = batch["input_ids"].shape[1]
         assert logits.shape[1] == -(-T // sp_size), logits.shape
-        logits = kernels.sp_gather(model, logits, seq_len=T)
+        logits = sp_kernels.sp_gather(model, logits, seq_len=T)
     return logits, out.loss.detach(), grads
 
 
@@ -73,9 +73,9 @@ def parity(rank: int, world: int, port: int, families, lengths) -> None:
         for family, dtype in families:
             base = build(family, dtype, **SP_CONFIG)
             single = copy.deepcopy(base)
-            kernels.kernelize(single)
+            sp_kernels.kernelize(single)
             model = copy.deepcopy(base)
-            report = kernels.kernelize(model, sp_size=world)
+            report = sp_kernels.kernelize(model, sp_size=world)
             assert report.sp_size == world
             for T in lengths:
                 for kind, batch in batches(T):
@@ -89,7 +89,7 @@ def marked_modules(rank: int, world: int, port: int) -> None:
     """A model kernelized with NPU kernels (simulated 910B, stand-ins) keeps its delta rule under SP."""
     from tests.kernelize.test_kernelize import counting_standins
     from tests.helpers import device_standins_on_cpu
-    from dispatch import registered
+    from sp_kernels.dispatch import registered
 
     init(rank, world, port)
     try:
@@ -97,11 +97,11 @@ def marked_modules(rank: int, world: int, port: int) -> None:
         base = build("qwen3_5", **SP_CONFIG)
         with registered(*impls), device_standins_on_cpu():
             single = copy.deepcopy(base)
-            kernels.kernelize(single)
+            sp_kernels.kernelize(single)
             model = copy.deepcopy(base)
-            kernels.kernelize(model, device="npu:Ascend910B3")
-            assert all(getattr(m, kernels.NPU_MARKER) for m in (model.model.layers[0].linear_attn,))
-            report = kernels.kernelize(model, sp_size=world, device="npu:Ascend910B3")
+            sp_kernels.kernelize(model, device="npu:Ascend910B3")
+            assert all(getattr(m, sp_kernels.NPU_MARKER) for m in (model.model.layers[0].linear_attn,))
+            report = sp_kernels.kernelize(model, sp_size=world, device="npu:Ascend910B3")
             gdn = [m for m in report.modules if m.cls.endswith("GatedDeltaNet")]
             assert all(m.ops["chunk_gated_delta_rule"] == "npu_chunk_gated_delta_rule" for m in gdn), report
             before = dict(calls)
@@ -118,12 +118,12 @@ def bad_group(rank: int, world: int, port: int) -> None:
     try:
         model = build("qwen3_5", **SP_CONFIG)
         try:
-            kernels.kernelize(model, sp_size=2 * world)
+            sp_kernels.kernelize(model, sp_size=2 * world)
         except ValueError as exc:
             assert f"group: the default process group has {world} ranks but sp_size={2 * world}" in str(exc), exc
         else:
             raise AssertionError("group size != sp_size was accepted")
-        kernels.kernelize(model, sp_size=world)
+        sp_kernels.kernelize(model, sp_size=world)
         from transformers import DynamicCache
 
         from tests.kernelize.test_parity import cache_keyword
@@ -158,8 +158,8 @@ def run(rank, fn, *args):
 
 def sp_dispatch(rank: int, world: int, port: int) -> None:
     """Under SP the conv is chosen at the local-heads / global-length shapes, against the Unified Buffer."""
-    from dispatch import Implementation, implementations, registered, resolve_profile
-    from dispatch.ub import Launch
+    from sp_kernels.dispatch import Implementation, implementations, registered, resolve_profile
+    from sp_kernels.dispatch.ub import Launch
     from tests.helpers import device_standins_on_cpu, only_portable
 
     init(rank, world, port)
@@ -178,10 +178,10 @@ def sp_dispatch(rank: int, world: int, port: int) -> None:
         base = build("qwen3_5", **SP_CONFIG)
         with only_portable(), registered(triton), device_standins_on_cpu():
             single = copy.deepcopy(base)
-            report = kernels.kernelize(single, device=npu)
+            report = sp_kernels.kernelize(single, device=npu)
             assert all(m.ops["causal_conv1d"] != "triton_standin" for m in report.modules if "causal_conv1d" in m.ops)
             model = copy.deepcopy(base)
-            kernels.kernelize(model, sp_size=world, device=npu)
+            sp_kernels.kernelize(model, sp_size=world, device=npu)
             gdn = model.model.layers[0].linear_attn._sp_kernels.ops["causal_conv1d"]
             for kind, batch in batches(22):
                 check(f"sp dispatch {kind} rank {rank}", loss_and_grads(model, batch, world),
@@ -192,7 +192,7 @@ def sp_dispatch(rank: int, world: int, port: int) -> None:
             assert dict(sel.context.shapes)["D"] == 128 // world and dict(sel.context.shapes)["T"] == T
             assert sel.context.sp_size == world
             # a smaller Unified Buffer flips the choice back to torch, with the numbers in the reason
-            kernels.kernelize(model, sp_size=world, device=npu.replace(ub_bytes=32 * 1024))
+            sp_kernels.kernelize(model, sp_size=world, device=npu.replace(ub_bytes=32 * 1024))
             sel = model.model.layers[0].linear_attn._sp_kernels.ops["causal_conv1d"].selection(False, T)
             assert sel.chosen.name == "torch" and "(ub overflow)" in dict(sel.rejected)["triton_standin"]
     finally:
@@ -211,9 +211,9 @@ def multimodal_and_copies(rank: int, world: int, port: int) -> None:
     try:
         base = build_multimodal("qwen3_5", torch.float64, **SP_CONFIG)
         single = copy.deepcopy(base)
-        kernels.kernelize(single)
+        sp_kernels.kernelize(single)
         model = copy.deepcopy(base)
-        kernels.kernelize(model, sp_size=world)
+        sp_kernels.kernelize(model, sp_size=world)
         samples = [image_sample(5, 7, seed=0), image_sample(0, 3, grid=(1, 4, 8), seed=1), image_sample(4, 8, seed=2)]
         cases = {"one image": stack_samples(samples[:1]), "two rows": stack_samples([samples[0], samples[2]]),
                  "packed": pack_samples(base, samples)}
@@ -244,9 +244,9 @@ def loss_options(rank: int, world: int, port: int) -> None:
     try:
         base = build("qwen3_5", torch.float64, **SP_CONFIG)
         single = copy.deepcopy(base)
-        kernels.kernelize(single)
+        sp_kernels.kernelize(single)
         model = copy.deepcopy(base)
-        kernels.kernelize(model, sp_size=world)
+        sp_kernels.kernelize(model, sp_size=world)
         T = 23
         gen = torch.Generator().manual_seed(3)
         ids = torch.randint(0, 96, (2, T), generator=gen)
@@ -258,10 +258,10 @@ def loss_options(rank: int, world: int, port: int) -> None:
             batch = dict(input_ids=ids, **extra)
             check(f"{kind} rank {rank}", loss_and_grads(model, batch, world), loss_and_grads(single, batch),
                   torch.float64)
-        assert torch.equal(kernels.sp_slice(model, shifted, fill=-100), kernels.sp_slice(model, labels, shift=True,
+        assert torch.equal(sp_kernels.sp_slice(model, shifted, fill=-100), sp_kernels.sp_slice(model, labels, shift=True,
                                                                                           fill=-100))
-        for call, match in ((lambda: kernels.sp_slice(model, labels, dim=2), "dim: expected a dimension of x"),
-                            (lambda: kernels.sp_gather(model, labels, seq_len=0), "seq_len: expected an int in")):
+        for call, match in ((lambda: sp_kernels.sp_slice(model, labels, dim=2), "dim: expected a dimension of x"),
+                            (lambda: sp_kernels.sp_gather(model, labels, seq_len=0), "seq_len: expected an int in")):
             try:
                 call()
             except ValueError as exc:
@@ -273,7 +273,7 @@ def loss_options(rank: int, world: int, port: int) -> None:
             out = model(input_ids=ids, labels=labels)
             out.loss.backward()
         full = copy.deepcopy(base)
-        kernels.kernelize(full, sp_size=world, gather_logits=True)
+        sp_kernels.kernelize(full, sp_size=world, gather_logits=True)
         with torch.no_grad():
             logits = full(input_ids=ids, labels=labels).logits
             torch.testing.assert_close(logits, single(input_ids=ids).logits, rtol=1e-10, atol=1e-10)
@@ -285,7 +285,7 @@ def loss_options(rank: int, world: int, port: int) -> None:
             else:
                 raise AssertionError(f"{kwargs} was accepted under SP")
         moe = build("qwen3_5_moe", torch.float32, **SP_CONFIG, output_router_logits=True)
-        kernels.kernelize(moe, sp_size=world)
+        sp_kernels.kernelize(moe, sp_size=world)
         try:
             moe(input_ids=ids, labels=ids)
         except NotImplementedError as exc:
@@ -315,7 +315,7 @@ def _steps(model, optimizer, batches):
 def _reference(base, batches_per_step, steps):
     """A single process, sp_size=1: each step averages the losses of the data-parallel batches."""
     model = copy.deepcopy(base)
-    kernels.kernelize(model)
+    sp_kernels.kernelize(model)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
     for step in range(steps):
         optimizer.zero_grad(set_to_none=True)
@@ -338,7 +338,7 @@ def ddp_over_sp_groups(rank: int, world: int, port: int) -> None:
         steps = [[ordinary_and_packed(seed=5 + 2 * step + g)[step] for g in range(2)]
                  for step in range(2)]  # [step][data-parallel group]: an ordinary batch, then a packed one
         model = copy.deepcopy(base)
-        kernels.kernelize(model, sp_size=2, group=groups[rank // 2])
+        sp_kernels.kernelize(model, sp_size=2, group=groups[rank // 2])
         ddp = DistributedDataParallel(model)
         optimizer = torch.optim.AdamW(ddp.parameters(), lr=1e-2)
         _steps(ddp, optimizer, [step[rank // 2] for step in steps])
@@ -358,7 +358,7 @@ def fsdp2_with_sp(rank: int, world: int, port: int) -> None:
         base = build("qwen3_5", torch.float64, **SP_CONFIG)
         steps = [[batch] for batch in ordinary_and_packed(seed=6)]
         model = copy.deepcopy(base)
-        kernels.kernelize(model, sp_size=world)
+        sp_kernels.kernelize(model, sp_size=world)
         fully_shard(model)
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
         _steps(model, optimizer, [step[0] for step in steps])
