@@ -1,6 +1,6 @@
 """Per-device kernels for Gated DeltaNet models (Qwen3.5, Qwen3-Next) with sequence-parallel-aware dispatch.
 
-Public ops (each validated, then dispatched by the registry in :mod:`dispatch`)::
+Public ops (each validated, then dispatched by the registry in :mod:`sp_kernels.dispatch`)::
 
     chunk_gated_delta_rule, causal_conv1d, apply_rotary_pos_emb, fusion_attention
 

@@ -1,7 +1,7 @@
 """``lazy("pkg.module", "name")``: a function that imports its module on first call.
 
 Implementations backed by optional packages (triton, fla, torch_npu, MindSpeed, flash-attn) register at
-``import kernels`` without importing those packages: the registry probes them only when they are considered.
+``import sp_kernels`` without importing those packages: the registry probes them only when they are considered.
 """
 from __future__ import annotations
 

@@ -108,7 +108,7 @@ def main(device: str | None = None, seed: int = 0) -> int:
     unpatched = {k: v.clone() for k, v in model.state_dict().items()}
     t0 = time.perf_counter()
     report = kernelize(model)
-    print("Dispatch table (kernels.kernelize):")
+    print("Dispatch table (sp_kernels.kernelize):")
     print(report.table())
 
     ids = torch.randint(0, 96, (2, 37), device=dev)

@@ -97,7 +97,7 @@ class SPLossPreHook:
         keep = call.get("logits_to_keep", 0)
         if not (isinstance(keep, int) and keep == 0):
             raise NotImplementedError("logits_to_keep: under sequence parallelism every rank keeps its own tokens' "
-                                      "logits; slice them yourself (kernels.sp_slice)")
+                                      "logits; slice them yourself (sp_kernels.sp_slice)")
         router = call.get("output_router_logits")
         if router or (router is None and getattr(module.config, "output_router_logits", False)):
             raise NotImplementedError("output_router_logits: the MoE load-balancing loss is not sharded under "
@@ -137,7 +137,7 @@ def _group(model: torch.nn.Module) -> SPGroup:
         raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
     sp = next((getattr(m, SP_GROUP) for m in model.modules() if hasattr(m, SP_GROUP)), None)
     if sp is None:
-        raise ValueError("model: not kernelized with sp_size > 1 (kernels.kernelize(model, sp_size=N))")
+        raise ValueError("model: not kernelized with sp_size > 1 (sp_kernels.kernelize(model, sp_size=N))")
     return sp
 
 

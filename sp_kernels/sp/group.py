@@ -19,7 +19,7 @@ class SPGroup:
 
     def __reduce__(self):
         raise TypeError("a model kernelized with sp_size > 1 is bound to this process's rank and process group "
-                        "and cannot be pickled: save its state_dict, or kernels.unkernelize(model) first")
+                        "and cannot be pickled: save its state_dict, or sp_kernels.unkernelize(model) first")
 
 
 def resolve_group(sp_size: int, group=None) -> SPGroup:

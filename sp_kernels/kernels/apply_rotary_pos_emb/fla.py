@@ -22,7 +22,7 @@ def half_width(cos: torch.Tensor, sin: torch.Tensor) -> tuple[torch.Tensor, torc
 
 
 def apply_rotary_pos_emb_fla(q, k, cos, sin, unsqueeze_dim=1):
-    """Validated arguments as :func:`kernels.apply_rotary_pos_emb`."""
+    """Validated arguments as :func:`sp_kernels.apply_rotary_pos_emb`."""
     from fla.modules.rotary import rotary_embedding
 
     halves = half_width(cos, sin)

@@ -21,7 +21,7 @@ def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tens
 
 
 def rotary_reference(q, k, cos, sin, unsqueeze_dim=1):
-    """Validated arguments as :func:`kernels.apply_rotary_pos_emb`."""
+    """Validated arguments as :func:`sp_kernels.apply_rotary_pos_emb`."""
     cos = cos.unsqueeze(unsqueeze_dim)
     sin = sin.unsqueeze(unsqueeze_dim)
     return _rotate(q, cos, sin), _rotate(k, cos, sin)

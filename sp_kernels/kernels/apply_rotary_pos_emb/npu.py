@@ -14,7 +14,7 @@ def rotary_mul_args(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, unsqu
 
 
 def apply_rotary_pos_emb_npu(q, k, cos, sin, unsqueeze_dim=1):
-    """Validated arguments as :func:`kernels.apply_rotary_pos_emb`."""
+    """Validated arguments as :func:`sp_kernels.apply_rotary_pos_emb`."""
     import torch_npu
 
     out_dtype = torch.promote_types(q.dtype, cos.dtype)

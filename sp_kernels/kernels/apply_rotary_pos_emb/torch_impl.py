@@ -60,7 +60,7 @@ class _Rotary(torch.autograd.Function):
 
 
 def rotary_torch(q, k, cos, sin, unsqueeze_dim=1):
-    """Validated arguments as :func:`kernels.apply_rotary_pos_emb`."""
+    """Validated arguments as :func:`sp_kernels.apply_rotary_pos_emb`."""
     cos = cos.unsqueeze(unsqueeze_dim)
     sin = sin.unsqueeze(unsqueeze_dim)
     if torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, cos, sin)):

@@ -67,7 +67,7 @@ class RotaryFunction(torch.autograd.Function):
 
 
 def rotary_triton(q, k, cos, sin, unsqueeze_dim=1, *, tile: dict | None = None):
-    """Validated arguments as :func:`kernels.apply_rotary_pos_emb`.
+    """Validated arguments as :func:`sp_kernels.apply_rotary_pos_emb`.
 
     ``tile`` (tests) overrides the choice: ``{"fwd": {"BT"[, "grid"]}, "bwd": {"BT"[, "grid"]}}``.
     """

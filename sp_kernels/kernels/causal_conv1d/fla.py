@@ -42,7 +42,7 @@ def from_fla_state(state: torch.Tensor | None) -> torch.Tensor | None:
 
 def causal_conv1d_fla(x, weight, bias=None, activation=None, initial_state=None, output_final_state=False,
                       cu_seqlens=None):
-    """Validated arguments as :func:`kernels.causal_conv1d`."""
+    """Validated arguments as :func:`sp_kernels.causal_conv1d`."""
     import importlib
 
     causal_conv1d = importlib.import_module(npu_paths().conv_module).causal_conv1d

@@ -10,7 +10,7 @@ from sp_kernels.dispatch import Implementation, register
 def causal_conv1d_reference(
     x, weight, bias=None, activation=None, initial_state=None, output_final_state=False, cu_seqlens=None
 ):
-    """Validated arguments as :func:`kernels.causal_conv1d`; computes in at least float32."""
+    """Validated arguments as :func:`sp_kernels.causal_conv1d`; computes in at least float32."""
     B, T, D = x.shape
     W = weight.shape[1]
     acc = torch.promote_types(x.dtype, torch.float32)

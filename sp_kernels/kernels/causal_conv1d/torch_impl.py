@@ -139,7 +139,7 @@ class _CausalConv(torch.autograd.Function):
 def causal_conv1d_torch(
     x, weight, bias=None, activation=None, initial_state=None, output_final_state=False, cu_seqlens=None
 ):
-    """Validated arguments as :func:`kernels.causal_conv1d`."""
+    """Validated arguments as :func:`sp_kernels.causal_conv1d`."""
     D, W = x.shape[2], weight.shape[1]
     seq = x if cu_seqlens is None else _varlen.pad(x[0], cu_seqlens)  # [N, L, D], zeros after each sequence
     N = seq.shape[0]

@@ -111,7 +111,7 @@ class CausalConv1dFunction(torch.autograd.Function):
 
 def causal_conv1d_triton(x, weight, bias=None, activation=None, initial_state=None, output_final_state=False,
                          cu_seqlens=None, *, tile: dict | None = None):
-    """Validated arguments as :func:`kernels.causal_conv1d`.
+    """Validated arguments as :func:`sp_kernels.causal_conv1d`.
 
     ``tile`` (tests, experiments) overrides the choice: ``{"fwd": {"BT", "BD"[, "grid"]}, "bwd": {"BT", "BD"[,
     "grid", "groups"]}}``.

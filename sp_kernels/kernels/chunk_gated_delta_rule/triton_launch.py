@@ -20,7 +20,7 @@ def constexprs(tile: Mapping[str, int], *, has_h0: bool, store_final: bool, l2no
 def fused_recurrent_gated_delta_rule_triton(q, k, v, g, beta, scale, initial_state=None, output_final_state=False,
                                             cu_seqlens=None, use_qk_l2norm_in_kernel=False, *,
                                             tile: dict | None = None):
-    """Validated arguments as :func:`kernels.chunk_gated_delta_rule`; forward only (outputs carry no graph).
+    """Validated arguments as :func:`sp_kernels.chunk_gated_delta_rule`; forward only (outputs carry no graph).
 
     Returns ``o`` ``[B, T, HV, V]`` in ``v``'s dtype and the final state ``[N, HV, K, V]`` float32 (or ``None``).
     ``tile`` (tests) overrides the choice: ``{"BV"[, "grid"]}``.

@@ -16,7 +16,7 @@ def varlen_args(cu_seqlens: torch.Tensor) -> dict:
 
 
 def fusion_attention_flash_attn(q, k, v, causal=True, scale=None, cu_seqlens=None):
-    """Validated arguments as :func:`kernels.fusion_attention`."""
+    """Validated arguments as :func:`sp_kernels.fusion_attention`."""
     from flash_attn import flash_attn_func, flash_attn_varlen_func
 
     if cu_seqlens is None:

@@ -7,7 +7,7 @@ from sp_kernels.dispatch import Implementation, register
 
 
 def attention_reference(q, k, v, causal=True, scale=None, cu_seqlens=None):
-    """Validated arguments as :func:`kernels.fusion_attention`; computes in at least float32."""
+    """Validated arguments as :func:`sp_kernels.fusion_attention`; computes in at least float32."""
     B, TQ, H, D = q.shape
     TK, HKV = k.shape[1], k.shape[2]
     scale = D**-0.5 if scale is None else scale

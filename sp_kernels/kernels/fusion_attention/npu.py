@@ -34,7 +34,7 @@ def fusion_attention_args(q, k, v, *, causal: bool, scale: float, cu_seqlens: to
 
 
 def fusion_attention_npu(q, k, v, causal=True, scale=None, cu_seqlens=None):
-    """Validated arguments as :func:`kernels.fusion_attention`."""
+    """Validated arguments as :func:`sp_kernels.fusion_attention`."""
     import torch_npu
 
     scale = q.shape[-1] ** -0.5 if scale is None else scale

@@ -43,7 +43,7 @@ def _sdpa(q, k, v, *, causal, scale, native_gqa=None):
 
 
 def attention_sdpa(q, k, v, causal=True, scale=None, cu_seqlens=None, *, native_gqa=None):
-    """Validated arguments as :func:`kernels.fusion_attention`."""
+    """Validated arguments as :func:`sp_kernels.fusion_attention`."""
     qt, kt, vt = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # [B, heads, T, dim]
     if cu_seqlens is None:
         out = _sdpa(qt, kt, vt, causal=causal, scale=scale, native_gqa=native_gqa)
