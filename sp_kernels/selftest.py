@@ -158,7 +158,7 @@ CASES: tuple[Case, ...] = (
 def _public(op: str) -> Callable:
     import sp_kernels
 
-    return {"chunk_gated_delta_rule": sp_kernels.chunk_gated_delta_rule, "causal_conv1d": sp_kernels.kernels.causal_conv1d,
+    return {"chunk_gated_delta_rule": sp_kernels.chunk_gated_delta_rule, "causal_conv1d": sp_kernels.causal_conv1d,
             "apply_rotary_pos_emb": sp_kernels.apply_rotary_pos_emb, "fusion_attention": sp_kernels.fusion_attention}[op]
 
 

@@ -94,3 +94,12 @@ def check_hub_kernels(name: str, module) -> None:
             f"model: {name} was kernelized by huggingface's `kernels` ({'; '.join(replaced)}). sp_kernels.kernelize "
             f"replaces the forward of {type(module).__name__} with its own and would drop that kernel: leave this "
             "layer out of huggingface's kernel mapping, or use one of the two kernelize calls for it")
+
+
+def count_decoded_token(cache, layer_idx: int) -> None:
+    """A one-token decode updates the layer's conv state in place, outside ``update_conv_state``: count the token as
+    transformers' own decode does (from 5.25 a linear-attention layer keeps the length ``get_seq_length`` reads;
+    before, the length came from the attention layers and there is nothing to count)."""
+    increase_count = getattr(cache, "increase_count", None)
+    if increase_count is not None:
+        increase_count(layer_idx, 0)

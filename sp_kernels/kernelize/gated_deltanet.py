@@ -20,7 +20,7 @@ from sp_kernels.kernels.causal_conv1d.update import causal_conv1d_update
 from sp_kernels.kernels.chunk_gated_delta_rule.api import compute_dtype
 from sp_kernels.kernels.chunk_gated_delta_rule.recurrent import one_token, recurrent_gated_delta_rule_torch
 from sp_kernels.kernelize.batch import BATCH_KWARG
-from sp_kernels.kernelize.compat import the_cache
+from sp_kernels.kernelize.compat import count_decoded_token, the_cache
 from sp_kernels.sp.comm import all_to_all
 from sp_kernels.sp.group import SPGroup
 
@@ -72,6 +72,7 @@ def gated_deltanet_forward(self, hidden_states: torch.Tensor, cache=None, attent
     conv_state = cache_params.get_conv_state(self.layer_idx) if cache_params is not None else None
     if conv_state is not None and T == 1 and not cache_params.is_recording_past(self.layer_idx):
         # one-token decode: a step on the cache's last W inputs, in place
+        count_decoded_token(cache_params, self.layer_idx)
         x = causal_conv1d_update(mixed_qkv[:, 0], conv_state, weight, self.conv1d.bias, self.activation)
         delta_rule = binding.ops["chunk_gated_delta_rule"].fn(False, 1)
         if delta_rule is recurrent_gated_delta_rule_torch and not torch.is_grad_enabled():

@@ -109,7 +109,7 @@ def test_failed_selection_leaves_model_untouched():
     (dict(force={"conv": "torch"}), ValueError, "force: unknown op 'conv'"),
     (dict(force="reference"), TypeError, "force: expected a dict"),
     (dict(force={"apply_rotary_pos_emb": 5}), TypeError, "force: expected an implementation name"),
-    (dict(force={"apply_rotary_pos_emb": "nope"}), ValueError, "force: rotary has no implementation 'nope'"),
+    (dict(force={"apply_rotary_pos_emb": "nope"}), ValueError, "force: apply_rotary_pos_emb has no implementation 'nope'"),
     (dict(group=object()), ValueError, "group: a process group was given with sp_size=1"),
 ])
 def test_bad_arguments(kwargs, exc, match):

@@ -39,7 +39,8 @@ ROOT = Path(__file__).resolve().parents[2]
 INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
 #: the ops with Triton kernels, and each one's modules by role: ``kernels`` (``@triton.jit``), ``plan`` (pure tile
 #: plan: the launches), ``launch`` (runs them), ``specs`` (compile specs)
-OPS = {"conv": "sp_kernels.kernels.causal_conv1d", "apply_rotary_pos_emb": "sp_kernels.kernels.apply_rotary_pos_emb", "gdr": "sp_kernels.kernels.chunk_gated_delta_rule"}
+OPS = {"conv": "sp_kernels.kernels.causal_conv1d", "rotary": "sp_kernels.kernels.apply_rotary_pos_emb",
+       "gdr": "sp_kernels.kernels.chunk_gated_delta_rule"}
 ROLES = ("kernels", "plan", "launch", "specs")
 #: the ``@interpreted`` tests' names, which the interpreter subprocess runs
 _INTERPRETED_TESTS = []
