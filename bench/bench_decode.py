@@ -6,7 +6,7 @@ query / 2 KV heads), vocabulary 4096, fp32, a 256-token prompt and 48 new tokens
 between two consecutive tokens reaching the streamer (the prefill is excluded); a run's figure is the median of its
 intervals. Each round runs every model once (the order alternating between rounds); the ratio is the median of the
 rounds' ratios (this machine's speed drifts between rounds, not within one), each side's figure the median of its
-rounds. Both sides must produce the same tokens. Issue 13's target: ours at most 0.8x transformers' ms/token.
+rounds. Both sides must produce the same tokens. The target: ours at most 0.8x transformers' ms/token.
 
 Two bounds say how much of a token is ours to remove:
 - **weights' floor**: every weight matrix read once per token, at the read bandwidth measured in the same run;

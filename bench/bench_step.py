@@ -6,7 +6,7 @@ median of its rounds.
 The split of one more kernelized step says where its time goes: **ours** is the wall time inside the forward and
 backward of our implementations' autograd Functions (the delta rule, the conv, the rotary embedding), **common** is
 the rest (projections, MLP, head, attention, loss, autograd), the same with or without kernelize.
-Issue 13's target: at least 1.9x transformers.
+The target: at least 1.9x transformers.
 """
 import contextlib
 import functools

@@ -10,7 +10,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 OPS = ("chunk_gated_delta_rule", "causal_conv1d", "apply_rotary_pos_emb", "fusion_attention", "dispatch_overhead",
        "paired", "sp", "compile", "decode", "step")
-# the cases behind the README's table (issue 5's targets): fp32 forward+backward at T=2048 for every op, our delta
+# the cases behind docs/benchmarks.md's per-op table: fp32 forward+backward at T=2048 for every op, our delta
 # rule and conv also at T=1024 and 8192 (scaling), transformers' delta rule at T=1024, the dispatch overhead and
 # the paired ratios
 TARGETS = ("fp32 and fwd+bwd and (T2048 or (torch and (T1024 or T8192)) or (transformers and T1024 and gated)) "

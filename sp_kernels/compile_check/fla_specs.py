@@ -1,6 +1,6 @@
 """CompileSpecs for flash-linear-attention 0.6's Triton-Ascend causal conv kernels
 (``fla/modules/causal_conv1d/backends/triton_ascend.py``) over a grid of tiles: the calibration grid of
-:mod:`dispatch.ub` (``sp_kernels/dispatch/data/ub_table.json``).
+:mod:`sp_kernels.dispatch.ub` (``sp_kernels/dispatch/data/ub_table.json``).
 
 fla wraps the kernels in ``triton.heuristics``; here every flag they would derive is given as the training path
 sets it for Qwen3.5's short conv: weight yes, **no bias**, ``activation='silu'``, no residual, no initial / final
@@ -117,8 +117,8 @@ def _strides(*names: str) -> tuple[dict, dict]:
 def bwd_generic(dtype, BT, BD, bias=True, module=GENERIC_MODULE) -> CompileSpec:
     """fla's generic autotuned ``causal_conv1d_bwd_kernel`` (``fla/modules/causal_conv1d/ops.py``; fla 0.5.2:
     ``fla/modules/conv/triton/kernels.py``): the kernel fla runs where its Triton-Ascend backend is not dispatched.
-    Training configuration with silu and the weight; ``bias`` adds ``db`` (the configuration the seed's overflow was
-    measured in). ``y`` is the pre-activation, ``dw`` / ``db`` per-chunk float32 partials, as fla's host allocates."""
+    Training configuration with silu and the weight; ``bias`` adds ``db`` (the configuration the 910B overflow
+    was reported in). ``y`` is the pre-activation, ``dw`` / ``db`` per-chunk float32 partials, as fla's host allocates."""
     sig_s, cx_s = _strides("x", "dx", "dy")
     extra = {"NB": 1} if module != GENERIC_MODULE else {}  # fla 0.5.2's kernel takes an unused NB constexpr
     return CompileSpec(
@@ -231,6 +231,6 @@ def fla_conv_specs(bts=BTS, bds=BDS, dtypes=DTYPES) -> list[CompileSpec]:
 
 def held_out_specs() -> list[CompileSpec]:
     """Tiles off the grid (not powers of two apart from the grid's, or beyond it): compiled fresh to check the
-    fitted UB models predict them (see ``dispatch.ub``)."""
+    fitted UB models predict them (see ``sp_kernels.dispatch.ub``)."""
     tiles = [(256, 8), (256, 16), (256, 32), (512, 8), (8, 512), (16, 512), (128, 512), (512, 16)]
     return [build(dt, bt, bd) for build in _builders() for dt in DTYPES for bt, bd in tiles]

@@ -1,5 +1,5 @@
 """CompileSpecs for our own Triton kernels over grids of tiles: the calibration grid of the ``ours.*`` models of
-:mod:`dispatch.ub` (``sp_kernels/dispatch/data/ub_table.json``), beyond what the dispatcher chooses (``compile_specs()`` of
+:mod:`sp_kernels.dispatch.ub` (``sp_kernels/dispatch/data/ub_table.json``), beyond what the dispatcher chooses (``compile_specs()`` of
 each op's ``triton_specs.py`` lists those).
 
 Each spec is the most demanding variant the dispatcher may launch: the conv with bias, SiLU, initial state and final

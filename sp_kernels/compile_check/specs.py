@@ -11,7 +11,7 @@ from typing import Mapping
 class CompileSpec:
     """One kernel configuration, in a form both compilers' harnesses take.
 
-    ``kernel`` names it in the UB table and models (``dispatch.ub``), e.g. ``"ours.causal_conv1d_fwd"`` or
+    ``kernel`` names it in the UB table and models (``sp_kernels.dispatch.ub``), e.g. ``"ours.causal_conv1d_fwd"`` or
     ``"fla.causal_conv1d_bwd_coregrid"``; ``module``/``function`` locate the ``@triton.jit`` function (decorators
     such as ``triton.heuristics`` / ``autotune`` are unwrapped to it); ``signature`` maps every non-constexpr
     argument to a Triton type string (``"*bf16"``, ``"*fp32"``, ``"i32"``, ``"i64"``); ``constexprs`` gives every

@@ -31,7 +31,7 @@ class Implementation:
     :class:`Context` and returns ``(ok, reason)``. Among the candidates that fit, the op's order of preference
     (:func:`prefer`) decides; ``priority`` (default 0) outranks it, for an implementation registered from outside
     the package (a test's stand-in, an experiment) that must win.
-    ``launches`` (Triton implementations) lists the kernel launches (:class:`dispatch.ub.Launch`: tile
+    ``launches`` (Triton implementations) lists the kernel launches (:class:`sp_kernels.dispatch.ub.Launch`: tile
     configuration and grid) it would make for a context; on an NPU each must fit the Unified Buffer and the grid
     cap, or the implementation is rejected with the numbers. ``selectable=False`` keeps an implementation out of
     automatic selection (it must be forced), as for the slow float64 references.

@@ -1,7 +1,7 @@
 """Which kernels fla launches on an NPU (sp_kernels._fla.npu_paths) against what fla was seen launching through
 triton-ascend's stubbed driver (sp_kernels/dispatch/data/fla_npu_launches.json: fla 0.5.2 and 0.6.0, dispatch on and off),
 and the registry's use of it: where fla would run its generic conv kernel, its conv is rejected with the overflow
-in bits (the seed's failure) and the torch conv1d is chosen."""
+in bits and the torch conv1d is chosen."""
 import json
 import os
 import subprocess
@@ -48,7 +48,7 @@ def test_the_probe_names_the_kernels_fla_launched(record):
         assert probe["conv"] == _fla.GENERIC
         assert names[-1] == "causal_conv1d_bwd_kernel" and not any("triton_ascend" in k for k in bwd)
         generic = [launch for c in record["calls"] if c["op"] == "causal_conv1d" for launch in c["launches"]]
-        # the autotune set the generic launches stand for (dispatch.ub: the smallest BD of it)
+        # the autotune set the generic launches stand for (sp_kernels.dispatch.ub: the smallest BD of it)
         from sp_kernels.kernels.causal_conv1d.fla import GENERIC_BDS, GENERIC_BT
         assert all([a["BD"] for a in g["autotune"]] == list(GENERIC_BDS) for g in generic)
         assert all(g["constexprs"]["BT"] == GENERIC_BT for g in generic)

@@ -1,4 +1,4 @@
-"""dispatch.ub's models agree with the real compiler (bishengir from ascendnpu-ir 1.2.0 via triton-ascend 3.2.0) on
+"""sp_kernels.dispatch.ub's models agree with the real compiler (bishengir from ascendnpu-ir 1.2.0 via triton-ascend 3.2.0) on
 every stored verdict: the records each model was fitted to (sp_kernels/dispatch/data/ub_table.json) and those compiled after
 the fit to check it (sp_kernels/dispatch/data/ub_held_out.json). See sp_kernels/dispatch/data/UB_MODELS.md for how they were made. Pure
 data: no compiler runs here."""

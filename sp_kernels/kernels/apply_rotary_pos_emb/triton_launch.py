@@ -1,5 +1,5 @@
 """The launcher of our Triton rotary embedding: forward and backward (an autograd Function), each running the
-:class:`~dispatch.ub.Launch` :func:`.triton_plan.plan` returns for the call — its tile and its grid."""
+:class:`~sp_kernels.dispatch.ub.Launch` :func:`.triton_plan.plan` returns for the call — its tile and its grid."""
 from __future__ import annotations
 
 from typing import Mapping

@@ -1,4 +1,4 @@
-"""The tile plan of our Triton rotary embedding (pure: no triton): the :class:`~dispatch.ub.Launch` es
+"""The tile plan of our Triton rotary embedding (pure: no triton): the :class:`~sp_kernels.dispatch.ub.Launch` es
 :mod:`.triton_launch` makes, which the registry checks against the device before choosing it."""
 from __future__ import annotations
 

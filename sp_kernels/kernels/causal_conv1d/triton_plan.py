@@ -1,4 +1,4 @@
-"""The tile plan of our Triton causal conv1d (pure: no triton): the :class:`~dispatch.ub.Launch` es
+"""The tile plan of our Triton causal conv1d (pure: no triton): the :class:`~sp_kernels.dispatch.ub.Launch` es
 :mod:`.triton_launch` makes, which the registry checks against the device before choosing it.
 
 Tiles ``(BT, BD)`` are a pure function of the device profile and the shapes (no autotuning); the grid is

@@ -1,5 +1,5 @@
 """The tile plan of our Triton fused recurrent gated delta rule (pure: no triton): the one
-:class:`~dispatch.ub.Launch` :mod:`.triton_launch` makes, which the registry checks against the device before
+:class:`~sp_kernels.dispatch.ub.Launch` :mod:`.triton_launch` makes, which the registry checks against the device before
 choosing it.
 
 There is no backward: :func:`supports` rejects contexts that need grad and long sequences (the chunked form is
