@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from sp_kernels.kernelize.batch import BATCH_KWARG
-from sp_kernels.kernelize.compat import the_cache
+from sp_kernels.kernelize.compat import attention_weights_requested, fixed_length, the_cache
 from sp_kernels.sp.comm import all_to_all
 
 
@@ -35,10 +35,14 @@ def attention_forward(self, hidden_states: torch.Tensor, position_embeddings, at
 
     cos, sin = position_embeddings
     query, key = binding.ops["apply_rotary_pos_emb"].fn(packed, query.shape[2])(query, key, cos, sin, unsqueeze_dim=1)
+    weights = attention_weights_requested()
 
     if sp is not None:
         if past_key_values is not None:
             raise NotImplementedError("cache: decoding with a cache under sequence parallelism is not "
+                                      "supported")
+        if weights:
+            raise NotImplementedError("output_attentions: attention weights under sequence parallelism are not "
                                       "supported")
         if batch is None or batch.seq_len is None:
             raise RuntimeError(f"{type(self).__name__} is kernelized for sequence parallelism: call the whole "
@@ -49,7 +53,7 @@ def attention_forward(self, hidden_states: torch.Tensor, position_embeddings, at
         out = attend(query.transpose(1, 2), key.transpose(1, 2), value.transpose(1, 2), causal=True,
                      scale=self.scaling, cu_seqlens=cu_seqlens)
         out = all_to_all(out, scatter_dim=1, gather_dim=2, sp=sp)  # [B, T, H/N, D] -> [B, T/N, H, D]
-        return _output(self, out, input_shape, gate)
+        return _output(self, out, input_shape, gate), None
 
     if past_key_values is not None and packed:  # packed batches are not recorded in a cache (see gated_deltanet)
         if past_key_values.get_seq_length(self.layer_idx) > 0:
@@ -58,18 +62,20 @@ def attention_forward(self, hidden_states: torch.Tensor, position_embeddings, at
         key, value = past_key_values.update(key, value, self.layer_idx)
 
     # The mask transformers built is pure causal (or block-causal for packed batches) unless the 2-D mask had
-    # padding: then fusion_attention (no mask argument) cannot express it and transformers' attention runs.
+    # padding or the cache has slots without keys (a static cache): fusion_attention (no mask argument) cannot
+    # express those, and transformers' attention runs; so it does when the call records attention weights.
     padded = batch.padded if batch is not None else attention_mask is not None
-    if padded:
+    if padded or weights or (past_key_values is not None and fixed_length(past_key_values, self.layer_idx)):
         interface = binding.masked_attention(self.config._attn_implementation)
-        out, _ = interface(self, query, key, value, attention_mask, dropout=0.0, scaling=self.scaling, **kwargs)
-    else:
-        attend = binding.ops["fusion_attention"].fn(packed, query.shape[2])
-        out = attend(query.transpose(1, 2), key.transpose(1, 2), value.transpose(1, 2), causal=True,
-                     scale=self.scaling, cu_seqlens=cu_seqlens)
-    return _output(self, out, input_shape, gate)
+        out, attn_weights = interface(self, query, key, value, attention_mask, dropout=0.0, scaling=self.scaling,
+                                      **kwargs)
+        return _output(self, out, input_shape, gate), attn_weights
+    attend = binding.ops["fusion_attention"].fn(packed, query.shape[2])
+    out = attend(query.transpose(1, 2), key.transpose(1, 2), value.transpose(1, 2), causal=True,
+                 scale=self.scaling, cu_seqlens=cu_seqlens)
+    return _output(self, out, input_shape, gate), None
 
 
 def _output(self, out, input_shape, gate):
     out = out.reshape(*input_shape, -1).contiguous() * torch.sigmoid(gate)
-    return self.o_proj(out), None
+    return self.o_proj(out)

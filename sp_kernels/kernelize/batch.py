@@ -11,7 +11,6 @@ from dataclasses import dataclass
 
 import torch
 
-from sp_kernels.kernelize.compat import cache_of
 
 #: keyword under which the hook hands :class:`BatchInfo` to the patched layers (flows with transformers' kwargs)
 BATCH_KWARG = "sp_kernels_batch"
@@ -98,18 +97,24 @@ class PackedBatchHook:
     def __call__(self, module, args, kwargs):
         bound = call_arguments(module, args, kwargs)
         mask = bound.get("attention_mask")
+        if isinstance(mask, dict):  # the masks transformers built ahead, per layer type (static-cache generation):
+            mask = mask.get("linear_attention")  # the 2-D padding mask of the linear layers, None without padding
         position_ids = bound.get("position_ids")
-        cache = cache_of(bound)
-        cu = kwargs.get("cu_seq_lens_q")
-        if cu is None and position_ids is not None and (cache is None or cache.get_seq_length() == 0):
-            cu = cu_seqlens_from_position_ids(position_ids)
         # while tracing, a 2-D mask's values cannot be read: it counts as padding (transformers' masked attention
-        # is right either way), and a packed batch must not carry one
+        # is right either way)
         compiling = torch.compiler.is_compiling()
         padded = isinstance(mask, torch.Tensor) and mask.dim() == 2 and (compiling or not bool(mask.all()))
+        cu = kwargs.get("cu_seq_lens_q")
         if cu is not None and padded:
-            raise ValueError("attention_mask: a packed batch (position_ids restarting at 0) must not be padded"
-                             + (" (under torch.compile: must not carry an attention_mask)" if compiling else ""))
+            raise ValueError("attention_mask: a packed batch (cu_seq_lens_q) must not be padded")
+        # A packed batch is padding-free: positions restarting at 0 in a padded row are the padding's (generate
+        # gives left padding position 0, or 1), not sequence starts. A continuation's positions do not start at 0;
+        # a single token (a decode step, shapes known while tracing) is never packed.
+        if cu is None and position_ids is not None and position_ids.shape[-1] > 1 and not (padded and not compiling):
+            cu = cu_seqlens_from_position_ids(position_ids)
+            if cu is not None and padded:
+                raise ValueError("attention_mask: under torch.compile a packed batch (position_ids restarting at 0) "
+                                 "must not carry an attention_mask (its values cannot be read while tracing)")
         kwargs = dict(kwargs)
         kwargs[BATCH_KWARG] = BatchInfo(None if cu is None else cu.long(), padded)
         return args, kwargs

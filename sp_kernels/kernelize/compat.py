@@ -103,3 +103,26 @@ def count_decoded_token(cache, layer_idx: int) -> None:
     increase_count = getattr(cache, "increase_count", None)
     if increase_count is not None:
         increase_count(layer_idx, 0)
+
+
+def attention_weights_requested() -> bool:
+    """Whether the running forward records attention weights (``output_attentions=True``): transformers' output
+    recorder (``capture_outputs``) keeps the outputs it collects in a context variable that also reads under
+    torch.compile."""
+    from transformers.utils.output_capturing import _active_collector
+
+    collected = _active_collector.get()
+    return collected is not None and "attentions" in collected
+
+
+def fixed_length(cache, layer_idx: int) -> bool:
+    """A cache layer of fixed length (static, sliding window) hands attention slots that hold no key yet: only the
+    mask transformers built for it says which (dynamic layers: ``get_max_length() == -1``)."""
+    return cache.layers[layer_idx].get_max_length() != -1
+
+
+def recurrent_states_to_keep(cache, layer_idx: int) -> int:
+    """How many of a forward's last per-token recurrent states the cache records (assisted decoding from
+    transformers 5.25: ``crop`` rolls the state back to one of them); 0 when it records none."""
+    to_keep = getattr(cache, "get_recurrent_states_to_keep", None)
+    return 0 if to_keep is None else to_keep(layer_idx)

@@ -20,7 +20,7 @@ from sp_kernels.kernels.causal_conv1d.update import causal_conv1d_update
 from sp_kernels.kernels.chunk_gated_delta_rule.api import compute_dtype
 from sp_kernels.kernels.chunk_gated_delta_rule.recurrent import one_token, recurrent_gated_delta_rule_torch
 from sp_kernels.kernelize.batch import BATCH_KWARG
-from sp_kernels.kernelize.compat import count_decoded_token, the_cache
+from sp_kernels.kernelize.compat import count_decoded_token, recurrent_states_to_keep, the_cache
 from sp_kernels.sp.comm import all_to_all
 from sp_kernels.sp.group import SPGroup
 
@@ -91,8 +91,12 @@ def gated_deltanet_forward(self, hidden_states: torch.Tensor, cache=None, attent
         mixed_qkv = mixed_qkv[:, -T:]
 
     recurrent_state = cache_params.get_recurrent_state(self.layer_idx) if cache_params is not None else None
-    core, last_state = _delta_rule(self, binding, mixed_qkv, b, a, self.A_log, self.dt_bias, self.key_dim,
-                                   recurrent_state, cache_params is not None, cu_seqlens)
+    keep = min(recurrent_states_to_keep(cache_params, self.layer_idx), T) if cache_params is not None else 0
+    if keep:
+        core, last_state = _delta_rule_keeping_states(self, binding, mixed_qkv, b, a, recurrent_state, keep)
+    else:
+        core, last_state = _delta_rule(self, binding, mixed_qkv, b, a, self.A_log, self.dt_bias, self.key_dim,
+                                       recurrent_state, cache_params is not None, cu_seqlens)
     if cache_params is not None:
         cache_params.update_recurrent_state(last_state, self.layer_idx)
     return _output(self, core, z)
@@ -110,6 +114,20 @@ def _delta_rule(self, binding, mixed_qkv, b, a, A_log, dt_bias, key_dim, initial
     delta_rule = binding.ops["chunk_gated_delta_rule"].fn(cu_seqlens is not None, T)
     return delta_rule(query, key, value, g, beta, scale=self.head_k_dim**-0.5, initial_state=initial_state,
                       output_final_state=output_final_state, cu_seqlens=cu_seqlens, use_qk_l2norm_in_kernel=True)
+
+
+def _delta_rule_keeping_states(self, binding, mixed_qkv, b, a, initial_state, keep: int):
+    """The delta rule of a cached forward whose last ``keep`` per-token states the cache records: the tokens before
+    them in one call, then one call per token. Returns ``(o, [the last keep states])``."""
+    T = mixed_qkv.shape[1]
+    outs, states, state = [], [], initial_state
+    for start, stop in [(0, T - keep)] * (T > keep) + [(t, t + 1) for t in range(T - keep, T)]:
+        o, state = _delta_rule(self, binding, mixed_qkv[:, start:stop], b[:, start:stop], a[:, start:stop],
+                               self.A_log, self.dt_bias, self.key_dim, state, True, None)
+        outs.append(o)
+        if stop - start == 1 and start >= T - keep:
+            states.append(state)
+    return torch.cat(outs, dim=1), states
 
 
 def _gates(b, a, A_log, dt_bias):

@@ -1,0 +1,142 @@
+"""Every generate mode on a kernelized model equals transformers' own model on the same weights, token for token.
+
+The tiny models put a linear-attention layer first, as every released Qwen3.5 / Qwen3-Next does (the cache's
+length is read from layer 0).
+"""
+import copy
+import inspect
+import re
+
+import pytest
+import torch
+
+import sp_kernels
+from tests.kernelize.models import build
+
+FAMILIES = [("qwen3_5", torch.float64), ("qwen3_5_moe", torch.float32), ("qwen3_next", torch.float32)]
+MODES = {
+    "greedy": dict(do_sample=False),
+    "sample": dict(do_sample=True, top_k=0),
+    "sample_n2": dict(do_sample=True, num_return_sequences=2),
+    "beam": dict(num_beams=3, do_sample=False),
+    "beam_n2": dict(num_beams=3, num_return_sequences=2, do_sample=False),
+    "static": dict(cache_implementation="static", do_sample=False),
+    "static_sample": dict(cache_implementation="static", do_sample=True, top_k=0),
+}
+#: prompt-lookup decoding (assisted: candidates verified, the cache cropped back): transformers takes batch 1 only
+ASSISTED = {"prompt_lookup": dict(prompt_lookup_num_tokens=3, do_sample=False)}
+NEW = 6
+
+
+def batch(kind: str, seed: int = 1) -> dict:
+    gen = torch.Generator().manual_seed(seed)
+    B = 1 if kind.startswith("b1") else 3
+    ids = torch.randint(1, 96, (B, 9), generator=gen)
+    out = dict(input_ids=ids)
+    if kind.endswith("left"):
+        mask = torch.ones_like(ids)
+        mask[-1, :4] = 0
+        out["attention_mask"] = mask
+    elif kind.endswith("right"):
+        mask = torch.ones_like(ids)
+        mask[-1, 6:] = 0
+        out["attention_mask"] = mask
+    return out
+
+
+@pytest.fixture(scope="module", params=FAMILIES, ids=[f for f, _ in FAMILIES])
+def models(request):
+    family, dtype = request.param
+    base = build(family, dtype, use_cache=True)
+    base.generation_config.pad_token_id = 0
+    model = copy.deepcopy(base)
+    sp_kernels.kernelize(model, mode="inference")
+    assert model.config.layer_types[0] == "linear_attention"
+    return base, model
+
+
+def cache_keyword(model) -> str:
+    """The cache keyword of this transformers' generate: ``cache`` from 5.25, ``past_key_values`` before."""
+    return "cache" if "cache" in inspect.signature(type(model).forward).parameters else "past_key_values"
+
+
+def generate(model, new: int = NEW, **kwargs):
+    torch.manual_seed(0)
+    with torch.no_grad():
+        return model.generate(max_new_tokens=new, **kwargs)
+
+
+@pytest.mark.parametrize("kind", ["b3", "b3left", "b1", "b1left", "b1right"])
+@pytest.mark.parametrize("mode", list(MODES) + list(ASSISTED))
+def test_generate_modes_equal_transformers(models, mode, kind):
+    base, model = models
+    if mode in ASSISTED and not kind.startswith("b1"):
+        pytest.skip("transformers' assisted generation takes batch 1 only")
+    kwargs = {**MODES, **ASSISTED}[mode]
+    inputs = batch(kind)
+    try:
+        theirs = generate(base, **inputs, **kwargs)
+    except ValueError as exc:  # a mode this transformers refuses (assisted generation before 5.25): so must ours
+        with pytest.raises(ValueError, match=f"^{re.escape(str(exc))}$"):
+            generate(model, **inputs, **kwargs)
+        return
+    assert torch.equal(generate(model, **inputs, **kwargs), theirs)
+
+
+def test_the_cache_after_generate_equals_transformers_and_continues(models):
+    """After generate the cache's length and states are transformers'; generating on from it (a second turn reusing
+    ``past_key_values``) equals generating all the tokens at once."""
+    base, model = models
+    inputs = batch("b3left")
+    mask = torch.cat([inputs["attention_mask"], torch.ones(3, NEW, dtype=torch.long)], dim=1)
+    out = {}
+    for name, m in (("ours", model), ("theirs", base)):
+        first = generate(m, **inputs, return_dict_in_generate=True)
+        cache = first.past_key_values
+        assert int(cache.get_seq_length()) == inputs["input_ids"].shape[1] + NEW - 1  # the last token is not fed
+        more = generate(m, input_ids=first.sequences, attention_mask=mask, **{cache_keyword(m): cache})
+        out[name] = (first.sequences, cache, more)
+    (seq_a, cache_a, more_a), (seq_b, cache_b, more_b) = out["ours"], out["theirs"]
+    assert torch.equal(seq_a, seq_b) and torch.equal(more_a, more_b)
+    assert torch.equal(more_a, generate(model, 2 * NEW, **inputs))
+    for i, kind in enumerate(model.config.layer_types):
+        if kind == "linear_attention":
+            a, b = cache_a.get_recurrent_state(i), cache_b.get_recurrent_state(i)
+            torch.testing.assert_close(a, b.to(a.dtype), rtol=2e-3, atol=2e-3)
+            torch.testing.assert_close(cache_a.get_conv_state(i), cache_b.get_conv_state(i), rtol=2e-3, atol=2e-3)
+
+
+def test_generate_from_inputs_embeds_continues_a_cache(models):
+    base, model = models
+    inputs = batch("b1")
+    out = []
+    for m in (model, base):
+        embeds = m.get_input_embeddings()(inputs["input_ids"])
+        first = generate(m, inputs_embeds=embeds, return_dict_in_generate=True)
+        ids = torch.cat([inputs["input_ids"], first.sequences], dim=1)
+        more = generate(m, input_ids=ids, **{cache_keyword(m): first.past_key_values})
+        out.append((first.sequences, more))
+    assert torch.equal(out[0][0], out[1][0]) and torch.equal(out[0][1], out[1][1])
+    assert torch.equal(out[0][1], generate(model, 2 * NEW, **inputs))
+
+
+@pytest.mark.parametrize("family,dtype", FAMILIES[:1])
+def test_attention_weights_and_hidden_states_are_transformers(family, dtype):
+    """``output_attentions``: the attention layers run transformers' attention for that call and return its
+    weights (eager attention computes them; sdpa returns none, as transformers' does)."""
+    for impl in ("eager", "sdpa"):
+        base = build(family, dtype, use_cache=True, attn_implementation=impl)
+        model = copy.deepcopy(base)
+        sp_kernels.kernelize(model, mode="inference")
+        ids = batch("b3left")
+        with torch.no_grad():
+            a = model(**ids, output_attentions=True, output_hidden_states=True)
+            b = base(**ids, output_attentions=True, output_hidden_states=True)
+        assert len(a.attentions) == len(b.attentions) == (2 if impl == "eager" else 0)
+        for x, y in zip(a.attentions + a.hidden_states, b.attentions + b.hidden_states):
+            torch.testing.assert_close(x, y, rtol=2e-3, atol=2e-3, equal_nan=True)  # rows of padding
+        with torch.no_grad():
+            out = generate(model, **ids, output_attentions=True, return_dict_in_generate=True, do_sample=False)
+            ref = generate(base, **ids, output_attentions=True, return_dict_in_generate=True, do_sample=False)
+        assert torch.equal(out.sequences, ref.sequences)
+        assert [len(step) for step in out.attentions] == [len(step) for step in ref.attentions]
