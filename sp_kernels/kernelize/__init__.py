@@ -17,7 +17,7 @@ from sp_kernels.dispatch import OPS, DeviceProfile, check_impl_name, resolve_pro
 from sp_kernels import _contexts
 from sp_kernels.kernelize import compat
 from sp_kernels.kernelize.attention import attention_forward
-from sp_kernels.kernelize.batch import PackedBatchHook
+from sp_kernels.kernelize.batch import PackedBatchHook, register_for_export
 from sp_kernels._contexts import LayerContext
 from sp_kernels.kernelize.bindings import ModuleBinding, OpBinding
 from sp_kernels.kernelize.families import load_families
@@ -125,6 +125,7 @@ def kernelize(model: torch.nn.Module, sp_size: int = 1, *, group=None, device=No
     # Choose everything first: a failure leaves the model untouched.
     plans = [(name, module, _bind(name, module, fam, kind, profile, sp, mode, force))
              for name, module, fam, kind in found]
+    register_for_export()
     for name, module, binding in plans:
         _install(module, binding)
     _install_hooks(model, families, sp, gather_logits)

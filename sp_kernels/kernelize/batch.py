@@ -6,6 +6,7 @@ restarts into ``cu_seqlens`` for the conv, the delta rule and attention.
 """
 from __future__ import annotations
 
+import functools
 import inspect
 from dataclasses import dataclass
 
@@ -16,7 +17,7 @@ import torch
 BATCH_KWARG = "sp_kernels_batch"
 
 
-@dataclass(frozen=True)
+@dataclass  # not frozen: transformers' exporters rewrite the tensors in the recorded call arguments in place
 class BatchInfo:
     """``cu_seqlens``: packed-sequence boundaries (int64) or ``None``; ``padded``: a 2-D attention mask with zeros.
 
@@ -27,6 +28,13 @@ class BatchInfo:
     cu_seqlens: torch.Tensor | None
     padded: bool
     seq_len: int | None = None
+
+
+@functools.cache
+def register_for_export() -> None:
+    """Make :class:`BatchInfo` a pytree node, once (kernelize calls it): exporters flatten the call arguments they
+    record, and the text models' include it."""
+    torch.export.register_dataclass(BatchInfo, serialized_type_name="sp_kernels.BatchInfo")
 
 
 @torch.compiler.disable  # data-dependent (where positions restart): one graph break per forward, not five
@@ -100,17 +108,19 @@ class PackedBatchHook:
         if isinstance(mask, dict):  # the masks transformers built ahead, per layer type (static-cache generation):
             mask = mask.get("linear_attention")  # the 2-D padding mask of the linear layers, None without padding
         position_ids = bound.get("position_ids")
-        # while tracing, a 2-D mask's values cannot be read: it counts as padding (transformers' masked attention
-        # is right either way)
-        compiling = torch.compiler.is_compiling()
+        # while tracing (torch.compile, torch.export), a 2-D mask's values cannot be read: it counts as padding
+        # (transformers' masked attention is right either way)
+        compiling = torch.compiler.is_compiling() or torch.compiler.is_exporting()
         padded = isinstance(mask, torch.Tensor) and mask.dim() == 2 and (compiling or not bool(mask.all()))
         cu = kwargs.get("cu_seq_lens_q")
         if cu is not None and padded:
             raise ValueError("attention_mask: a packed batch (cu_seq_lens_q) must not be padded")
         # A packed batch is padding-free: positions restarting at 0 in a padded row are the padding's (generate
         # gives left padding position 0, or 1), not sequence starts. A continuation's positions do not start at 0;
-        # a single token (a decode step, shapes known while tracing) is never packed.
-        if cu is None and position_ids is not None and position_ids.shape[-1] > 1 and not (padded and not compiling):
+        # a single token (a decode step, shapes known while tracing) is never packed. An exported program cannot
+        # branch on the positions' values: there a packed batch comes with cu_seq_lens_q.
+        if (cu is None and position_ids is not None and position_ids.shape[-1] > 1 and not (padded and not compiling)
+                and not torch.compiler.is_exporting()):
             cu = cu_seqlens_from_position_ids(position_ids)
             if cu is not None and padded:
                 raise ValueError("attention_mask: under torch.compile a packed batch (position_ids restarting at 0) "

@@ -140,3 +140,51 @@ def test_attention_weights_and_hidden_states_are_transformers(family, dtype):
             ref = generate(base, **ids, output_attentions=True, return_dict_in_generate=True, do_sample=False)
         assert torch.equal(out.sequences, ref.sequences)
         assert [len(step) for step in out.attentions] == [len(step) for step in ref.attentions]
+
+
+def test_compiled_static_cache_generation_is_one_graph_and_equals_transformers(models):
+    """transformers compiles ``forward`` (fullgraph) for static-cache generation: what kernelize installs traces
+    without a break or a data-dependent branch. Dynamo's ``eager`` backend: the capture is what is checked."""
+    from transformers import CompileConfig
+
+    base, model = models
+    config = CompileConfig(fullgraph=True, dynamic=False, backend="eager", mode=None)
+    config._compile_all_devices = True  # transformers compiles on accelerators only unless told
+    inputs = batch("b3")
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    ours = generate(model, **inputs, cache_implementation="static", compile_config=config, do_sample=False)
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] >= 1
+    assert torch.equal(ours, generate(base, **inputs, cache_implementation="static", do_sample=False))
+
+
+def export_for_generation(model, inputs):
+    from transformers.exporters.configs import DynamoConfig
+    from transformers.exporters.exporter_dynamo import DynamoExporter
+
+    return DynamoExporter().export_for_generation(model, inputs, DynamoConfig())
+
+
+@pytest.mark.parametrize("family", ["qwen3_5", "qwen3_5_moe", "qwen3_next", "qwen3_5_vl", "qwen3_5_moe_vl"])
+def test_prefill_and_decode_export_where_transformers_does(family):
+    """torch.export of the generation steps (transformers' exporter): nothing kernelize installs branches on
+    data or leaves in the recorded call arguments what the exporter cannot rebuild."""
+    pytest.importorskip("transformers.exporters")
+    from tests.kernelize.models import build_multimodal, image_sample
+
+    if family.endswith("_vl"):
+        base = build_multimodal(family[:-3], torch.float32)
+        inputs = image_sample(3, 4, dtype=torch.float32)
+    else:
+        base = build(family, torch.float32, use_cache=True)
+        inputs = batch("b1")
+    base.config.use_cache = True
+    model = copy.deepcopy(base)
+    sp_kernels.kernelize(model, mode="inference")
+    inputs["attention_mask"] = torch.ones_like(inputs["input_ids"])
+    try:
+        theirs = export_for_generation(base, copy.deepcopy(inputs))
+    except Exception as exc:  # noqa: BLE001 (transformers' own model does not export here: nor need ours)
+        pytest.skip(f"transformers' own model does not export: {type(exc).__name__}")
+    ours = export_for_generation(model, copy.deepcopy(inputs))
+    assert list(ours.components) == list(theirs.components)
