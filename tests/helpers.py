@@ -1,5 +1,6 @@
 """Test utilities shared across test packages."""
 import contextlib
+from pathlib import Path
 from unittest import mock
 
 from sp_kernels.dispatch import implementations, register, unregister
@@ -26,3 +27,9 @@ def device_standins_on_cpu():
     (``ModuleBinding.check_device``)."""
     with mock.patch.object(ModuleBinding, "check_device", lambda self, module, x: None):
         yield
+
+
+def is_checkout_file(origin, root) -> bool:
+    """A module file of this source checkout (not of an environment installed inside it, as CI's venvs are)."""
+    path = Path(origin).resolve()
+    return path.is_relative_to(root) and "site-packages" not in path.relative_to(root).parts
