@@ -23,8 +23,10 @@ MODES = {
     "static": dict(cache_implementation="static", do_sample=False),
     "static_sample": dict(cache_implementation="static", do_sample=True, top_k=0),
 }
-#: prompt-lookup decoding (assisted: candidates verified, the cache cropped back): transformers takes batch 1 only
-ASSISTED = {"prompt_lookup": dict(prompt_lookup_num_tokens=3, do_sample=False)}
+#: assisted decoding (candidates verified, the cache cropped back): transformers takes batch 1 only. The draft
+#: model is transformers' own (another seed): only the target model is kernelized.
+ASSISTED = {"prompt_lookup": dict(prompt_lookup_num_tokens=3, do_sample=False),
+            "draft_model": dict(assistant_model="draft", do_sample=False)}
 NEW = 6
 
 
@@ -48,6 +50,7 @@ def batch(kind: str, seed: int = 1) -> dict:
 def models(request):
     family, dtype = request.param
     base = build(family, dtype, use_cache=True)
+    base.family = family
     base.generation_config.pad_token_id = 0
     model = copy.deepcopy(base)
     sp_kernels.kernelize(model, mode="inference")
@@ -73,6 +76,8 @@ def test_generate_modes_equal_transformers(models, mode, kind):
     if mode in ASSISTED and not kind.startswith("b1"):
         pytest.skip("transformers' assisted generation takes batch 1 only")
     kwargs = {**MODES, **ASSISTED}[mode]
+    if kwargs.get("assistant_model") == "draft":
+        kwargs = {**kwargs, "assistant_model": build(base.family, base.dtype, seed=3, use_cache=True)}
     inputs = batch(kind)
     try:
         theirs = generate(base, **inputs, **kwargs)
@@ -188,3 +193,16 @@ def test_prefill_and_decode_export_where_transformers_does(family):
         pytest.skip(f"transformers' own model does not export: {type(exc).__name__}")
     ours = export_for_generation(model, copy.deepcopy(inputs))
     assert list(ours.components) == list(theirs.components)
+
+
+@pytest.mark.parametrize("family", ["qwen3_5", "qwen3_5_moe"])
+@pytest.mark.parametrize("mode", ["greedy", "beam", "static"])
+def test_multimodal_generate_equals_transformers(family, mode):
+    from tests.kernelize.models import build_multimodal, image_sample
+
+    base = build_multimodal(family, torch.float32)
+    base.config.use_cache = True
+    model = copy.deepcopy(base)
+    sp_kernels.kernelize(model, mode="inference")
+    inputs = image_sample(3, 4, dtype=torch.float32)
+    assert torch.equal(generate(model, **inputs, **MODES[mode]), generate(base, **inputs, **MODES[mode]))
