@@ -19,6 +19,18 @@ def _local(what: str, count: int, sp_size: int) -> int:
     return count // sp_size
 
 
+def kv_replicas(num_kv_heads: int, sp_size: int) -> int:
+    """How many copies of each key/value attention head Ulysses makes so that every rank holds the one its query
+    heads use: 1 when they divide by ``sp_size``, ``sp_size / num_kv_heads`` when they divide it (as verl and
+    DeepSpeed do; the copies' gradients sum back)."""
+    if num_kv_heads % sp_size == 0:
+        return 1
+    if sp_size % num_kv_heads == 0:
+        return sp_size // num_kv_heads
+    raise ValueError(f"sp_size: num_key_value_heads={num_kv_heads} neither divides by sp_size={sp_size} nor divides it "
+                     "(key/value heads are replicated when they divide sp_size)")
+
+
 def _seq(B, T) -> dict:
     return {k: v for k, v in (("B", B), ("T", T)) if v is not None}
 
@@ -39,7 +51,7 @@ def attention(*, num_heads: int, num_kv_heads: int, head_dim: int, rotary_dim: i
               sp_size: int = 1, B: int | None = None, T: int | None = None) -> dict:
     """``{op: (shapes, options)}`` for the rotary embedding and the attention of one attention layer."""
     h = _local("num_attention_heads", num_heads, sp_size)
-    hkv = _local("num_key_value_heads", num_kv_heads, sp_size)
+    hkv = num_kv_heads * kv_replicas(num_kv_heads, sp_size) // sp_size
     rotary = {**_seq(B, T), "H": h, "HK": hkv, "D": head_dim}
     if rotary_dim is not None:
         rotary["R"] = rotary_dim

@@ -45,10 +45,18 @@ class PatchedModule:
 
 @dataclass(frozen=True)
 class KernelizeReport:
+    """What kernelize bound (``modules``; ``print(report)`` is the dispatch table) and where this rank stands:
+    ``dp_rank`` / ``dp_size`` are this rank's data-parallel position — which of the world's SP groups it is in and
+    how many there are, what a sampler takes (``DistributedSampler(data, num_replicas=dp_size, rank=dp_rank)``); with
+    ``sp_size=1`` the world's rank and size. ``None`` when the SP group was given as a bare process group, whose
+    siblings kernelize cannot see (give the DeviceMesh instead)."""
+
     device: DeviceProfile
     sp_size: int
     mode: str
     modules: tuple[PatchedModule, ...]
+    dp_rank: int | None = 0
+    dp_size: int | None = 1
 
     def table(self) -> str:
         """The dispatch table: one row per patched module, one column per op."""
@@ -69,9 +77,13 @@ def kernelize(model: torch.nn.Module, sp_size: int = 1, *, group=None, device=No
 
     Args:
         model: a transformers Qwen3.5 (text or MoE) or Qwen3-Next model, or any module containing their layers.
-        sp_size: sequence-parallel (Ulysses) degree; key/value heads of every layer must divide by it. With
-            ``sp_size > 1`` every rank of ``group`` calls the model with the same full batch (see the README).
-        group: the torch.distributed group of exactly ``sp_size`` ranks (``None``: the default group).
+        sp_size: sequence-parallel (Ulysses) degree: attention heads and the linear layers' key and value heads
+            must divide by it; key/value attention heads too, or divide it (they are replicated). With
+            ``sp_size > 1`` every rank of an SP group calls the model with the same full batch
+            (docs/sequence-parallel.md).
+        group: ``None``: the default group if it has ``sp_size`` ranks, else contiguous SP groups of ``sp_size``
+            ranks (a ``("dp", "sp")`` DeviceMesh); a DeviceMesh with a dimension named ``"sp"``; or the process
+            group (or one-dimensional DeviceMesh) of exactly ``sp_size`` ranks this rank runs in.
         device: ``None`` (the device of the model's parameters), a torch device, or a simulated profile such as
             ``'npu:Ascend910B3'`` (selection as on that device; the tensors stay where they are).
         mode: ``'train'`` (implementations must support backward) or ``'inference'``.
@@ -121,7 +133,8 @@ def kernelize(model: torch.nn.Module, sp_size: int = 1, *, group=None, device=No
         for fam in families:
             if any(isinstance(m, fam.text_model) for m in model.modules()):
                 compat.check_forward(fam.text_model, sp_hooks.HANDLED, "the sequence-parallel pre-hook")
-    sp = resolve_group(sp_size, group) if sp_size > 1 else None
+    tensors = next(model.parameters(), torch.empty(0)).device.type  # where the collectives run (not simulated)
+    sp = resolve_group(sp_size, group, tensors) if sp_size > 1 else None
     # Choose everything first: a failure leaves the model untouched.
     plans = [(name, module, _bind(name, module, fam, kind, profile, sp, mode, force))
              for name, module, fam, kind in found]
@@ -135,7 +148,13 @@ def kernelize(model: torch.nn.Module, sp_size: int = 1, *, group=None, device=No
                       {op: b.describe() for op, b in binding.ops.items()}, binding.npu_patched)
         for name, module, binding in plans
     )
-    return KernelizeReport(profile, sp_size, mode, rows)
+    if sp is not None:
+        dp_rank, dp_size = sp.dp_rank, sp.dp_size
+    elif torch.distributed.is_available() and torch.distributed.is_initialized():
+        dp_rank, dp_size = torch.distributed.get_rank(), torch.distributed.get_world_size()
+    else:
+        dp_rank, dp_size = 0, 1
+    return KernelizeReport(profile, sp_size, mode, rows, dp_rank, dp_size)
 
 
 def unkernelize(model: torch.nn.Module) -> int:

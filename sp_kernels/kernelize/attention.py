@@ -2,13 +2,15 @@
 
 Under sequence parallelism (Ulysses) the rotary embedding is applied to this rank's tokens (it is per token), an
 all-to-all trades tokens for heads (``[B, H, T/N, D]`` -> ``[B, H/N, T, D]``; grouped KV heads stay with their
-query heads because both head counts divide by N), attention runs over the whole sequence, and a second
-all-to-all brings the output back to this rank's tokens.
+query heads because both head counts divide by N, or, with fewer KV heads than ranks, each is copied to the ranks
+whose query heads use it), attention runs over the whole sequence, and a second all-to-all brings the output back
+to this rank's tokens.
 """
 from __future__ import annotations
 
 import torch
 
+from sp_kernels._contexts import kv_replicas
 from sp_kernels.kernelize.batch import BATCH_KWARG
 from sp_kernels.kernelize.compat import attention_weights_requested, fixed_length, the_cache
 from sp_kernels.sp.comm import all_to_all
@@ -47,6 +49,9 @@ def attention_forward(self, hidden_states: torch.Tensor, position_embeddings, at
         if batch is None or batch.seq_len is None:
             raise RuntimeError(f"{type(self).__name__} is kernelized for sequence parallelism: call the whole "
                                "model, whose pre-hook shards the batch")
+        replicas = kv_replicas(key.shape[1], sp.size)  # fewer key/value heads than ranks: each rank gets a copy
+        if replicas > 1:
+            key, value = key.repeat_interleave(replicas, dim=1), value.repeat_interleave(replicas, dim=1)
         # [B, heads, T/N, D] -> [B, heads/N, T, D]
         query, key, value = (all_to_all(t, scatter_dim=1, gather_dim=2, sp=sp) for t in (query, key, value))
         attend = binding.ops["fusion_attention"].fn(packed, query.shape[2])

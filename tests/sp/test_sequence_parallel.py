@@ -58,3 +58,12 @@ def test_ddp_over_two_sp_groups_equals_one_process():
 
 def test_fsdp2_with_sp_equals_one_process():
     spawn(workers.fsdp2_with_sp, 2)
+
+
+def test_data_parallel_sp_groups_without_an_explicit_group():
+    spawn(workers.data_parallel_sp_groups, 4)
+
+
+@pytest.mark.parametrize("world", [2, 4])
+def test_fewer_key_value_heads_than_ranks(world):
+    spawn(workers.fewer_kv_heads_than_ranks, world)

@@ -43,3 +43,21 @@ def test_gather_logits_needs_sp():
         sp_kernels.kernelize(build("qwen3_5"), gather_logits=True)
     with pytest.raises(TypeError, match="gather_logits: expected a bool"):
         sp_kernels.kernelize(build("qwen3_5"), gather_logits=1)
+
+
+@pytest.mark.parametrize("kv,sp,replicas", [(4, 2, 1), (4, 4, 1), (2, 4, 2), (1, 4, 4), (2, 8, 4), (8, 8, 1)])
+def test_key_value_heads_are_copied_when_they_divide_sp_size(kv, sp, replicas):
+    from sp_kernels._contexts import attention, kv_replicas
+
+    assert kv_replicas(kv, sp) == replicas
+    shapes, _ = attention(num_heads=16, num_kv_heads=kv, head_dim=8, sp_size=sp)["fusion_attention"]
+    assert (shapes["H"], shapes["HKV"]) == (16 // sp, kv * replicas // sp)
+
+
+def test_head_counts_that_do_not_fit_are_errors_naming_them():
+    from sp_kernels._contexts import attention
+
+    with pytest.raises(ValueError, match=r"^sp_size: num_attention_heads=6 is not divisible by sp_size=4$"):
+        attention(num_heads=6, num_kv_heads=2, head_dim=8, sp_size=4)
+    with pytest.raises(ValueError, match=r"^sp_size: num_key_value_heads=3 neither divides by sp_size=4 nor "):
+        attention(num_heads=12, num_kv_heads=3, head_dim=8, sp_size=4)

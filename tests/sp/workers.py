@@ -12,6 +12,7 @@ import torch
 import torch.distributed as dist
 
 import sp_kernels
+from sp_kernels.kernelize.sequence_parallel import SP_GROUP
 from tests.kernelize.models import build
 
 # heads that divide by 2 and 4: 4 key / 8 value GatedDeltaNet heads (grouped), 8 query / 4 KV attention heads
@@ -120,7 +121,7 @@ def bad_group(rank: int, world: int, port: int) -> None:
         try:
             sp_kernels.kernelize(model, sp_size=2 * world)
         except ValueError as exc:
-            assert f"group: the default process group has {world} ranks but sp_size={2 * world}" in str(exc), exc
+            assert f"sp_size: the default process group has {world} ranks, not a multiple of sp_size={2 * world}" in str(exc), exc
         else:
             raise AssertionError("group size != sp_size was accepted")
         sp_kernels.kernelize(model, sp_size=world)
@@ -367,5 +368,87 @@ def fsdp2_with_sp(rank: int, world: int, port: int) -> None:
             torch.testing.assert_close(p.full_tensor(), q, rtol=1e-6, atol=1e-8,
                                        msg=lambda m, n=name: f"FSDP2 rank {rank} {n}: {m}")
         dist.barrier()  # both ranks done with FSDP2's collectives before the group goes
+    finally:
+        dist.destroy_process_group()
+
+
+def _sp_mean_grads(model, batch, sp):
+    """loss_and_grads under an SP group that is not the whole world: the gradients' mean over that group."""
+    model.zero_grad(set_to_none=True)
+    out = model(**batch)
+    out.loss.backward()
+    grads = {}
+    for name, p in model.named_parameters():
+        g = p.grad if p.grad is not None else torch.zeros_like(p)
+        dist.all_reduce(g, op=dist.ReduceOp.SUM, group=sp.group)
+        grads[name] = g / sp.size
+    T = batch["input_ids"].shape[1]
+    return sp_kernels.sp_gather(model, out.logits.detach(), seq_len=T), out.loss.detach(), grads
+
+
+def data_parallel_sp_groups(rank: int, world: int, port: int) -> None:
+    """4 ranks, sp_size=2 without a group: kernelize forms the SP groups [0, 1] and [2, 3] and says which data
+    each feeds; a ("dp", "sp") DeviceMesh gives the same; each group's loss and gradients are sp_size=1's on its
+    own batch. Layouts that do not fit are errors naming the argument."""
+    from torch.distributed.device_mesh import init_device_mesh
+
+    init(rank, world, port)
+    try:
+        assert world == 4
+        base = build("qwen3_5", torch.float64, **SP_CONFIG)
+        single = copy.deepcopy(base)
+        sp_kernels.kernelize(single)
+        mesh = init_device_mesh("cpu", (2, 2), mesh_dim_names=("dp", "sp"))
+        for group in (None, mesh):
+            model = copy.deepcopy(base)
+            report = sp_kernels.kernelize(model, sp_size=2, group=group)
+            assert (report.dp_rank, report.dp_size) == (rank // 2, 2), report
+            sp = getattr(model.model, SP_GROUP)
+            assert sp.rank == rank % 2 and dist.get_process_group_ranks(sp.group) == [rank // 2 * 2, rank // 2 * 2 + 1]
+            for kind, batch in batches(19 + report.dp_rank):  # each SP group its own batch
+                check(f"dp x sp {kind} group={type(group).__name__} rank {rank}", _sp_mean_grads(model, batch, sp),
+                      loss_and_grads(single, batch), torch.float64)
+        wide = build("qwen3_5", torch.float64, **{**SP_CONFIG, "linear_num_key_heads": 8})  # heads divide by 8
+        try:
+            sp_kernels.kernelize(wide, sp_size=8)
+        except ValueError as exc:
+            assert "sp_size: the default process group has 4 ranks, not a multiple of sp_size=8" in str(exc), exc
+        else:
+            raise AssertionError("sp_size=8 on 4 ranks was accepted")
+        model = copy.deepcopy(base)
+        for kwargs, match in (
+                              (dict(sp_size=2, group=init_device_mesh("cpu", (2, 2), mesh_dim_names=("a", "b"))),
+                               "group: a DeviceMesh of 2 dimensions needs one named 'sp'"),
+                              (dict(sp_size=4, group=mesh), "group: the mesh's sequence-parallel dimension has "
+                                                            "2 ranks but sp_size=4"),
+                              (dict(sp_size=4, group=mesh["sp"]), "group: the mesh's sequence-parallel dimension has "
+                                                                  "2 ranks but sp_size=4")):
+            try:
+                sp_kernels.kernelize(model, **kwargs)
+            except ValueError as exc:
+                assert match in str(exc), exc
+            else:
+                raise AssertionError(f"{kwargs} was accepted")
+        report = sp_kernels.kernelize(model, sp_size=2, group=mesh["sp"])  # a dimension cut from the mesh
+        assert (report.dp_rank, report.dp_size) == (None, None)
+    finally:
+        dist.destroy_process_group()
+
+
+def fewer_kv_heads_than_ranks(rank: int, world: int, port: int) -> None:
+    """Released head ratios with fewer key/value heads than ranks (8 query / 2 KV heads, and 1 KV head): each
+    rank gets a copy of the KV head its query heads use; loss and gradients equal sp_size=1 (the copies' gradients
+    sum back into the one k_proj / v_proj)."""
+    init(rank, world, port)
+    try:
+        for kv in (1, 2):
+            base = build("qwen3_5", torch.float64, **{**SP_CONFIG, "num_key_value_heads": kv})
+            single = copy.deepcopy(base)
+            sp_kernels.kernelize(single)
+            model = copy.deepcopy(base)
+            sp_kernels.kernelize(model, sp_size=world)
+            for kind, batch in batches(22):
+                check(f"kv={kv} {kind} rank {rank}", loss_and_grads(model, batch, world), loss_and_grads(single, batch),
+                      torch.float64)
     finally:
         dist.destroy_process_group()
