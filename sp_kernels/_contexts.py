@@ -85,3 +85,19 @@ class LayerContext:
     def __call__(self, packed: bool, T: int | None) -> Context:
         return Context(self.op, self.device, self.dtype, with_length(self.op, self.shapes, T),
                        packed=packed, sp_size=self.sp_size, requires_grad=self.requires_grad, options=self.options)
+
+
+def sp_sizes(*, num_heads: int, num_kv_heads: int, linear_num_key_heads: int, linear_num_value_heads: int,
+             candidates=(2, 4, 8, 16)) -> tuple[int, ...]:
+    """The sequence-parallel degrees among ``candidates`` whose head rules a model's layers meet (attention and
+    GatedDeltaNet under Ulysses), by the same checks kernelize makes."""
+    fits = []
+    for sp_size in candidates:
+        try:
+            attention(num_heads=num_heads, num_kv_heads=num_kv_heads, head_dim=128, sp_size=sp_size)
+            gated_deltanet(num_k_heads=linear_num_key_heads, num_v_heads=linear_num_value_heads, head_k_dim=128,
+                           head_v_dim=128, conv_kernel=4, activation="silu", sp_size=sp_size)
+        except ValueError:
+            continue
+        fits.append(sp_size)
+    return tuple(fits)
