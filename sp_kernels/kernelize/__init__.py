@@ -198,8 +198,11 @@ def _install_hooks(model, families, sp, gather_logits: bool) -> None:
         _remove_hooks(module)
         handles = ()
         if any(isinstance(module, fam.text_model) for fam in families):
-            hook = PackedBatchHook() if sp is None else sp_hooks.SPPreHook(sp)
-            handles = (module.register_forward_pre_hook(hook, with_kwargs=True),)
+            if sp is None:
+                handles = (module.register_forward_pre_hook(PackedBatchHook(), with_kwargs=True),)
+            else:
+                handles = (module.register_forward_pre_hook(sp_hooks.SPPreHook(sp), with_kwargs=True),
+                           module.register_forward_hook(sp_hooks.SPRepadHook(sp), with_kwargs=True))
         elif sp is not None and any(isinstance(module, fam.heads) for fam in families):
             handles = (module.register_forward_pre_hook(sp_hooks.SPLossPreHook(sp), with_kwargs=True),
                        module.register_forward_hook(sp_hooks.SPLossHook(sp, gather_logits), with_kwargs=True))

@@ -22,12 +22,14 @@ class BatchInfo:
     """``cu_seqlens``: packed-sequence boundaries (int64) or ``None``; ``padded``: a 2-D attention mask with zeros.
 
     Under sequence parallelism ``seq_len`` is the global length before padding to a multiple of ``sp_size``, and
-    ``cu_seqlens`` covers the padded global sequence; outside it ``seq_len`` is ``None``.
+    ``cu_seqlens`` covers the padded global sequence; outside it ``seq_len`` is ``None``. ``unpadded``: the caller's
+    ``[B, T]`` mask of real tokens when a padded batch was packed into one row (sequence parallelism), else ``None``.
     """
 
     cu_seqlens: torch.Tensor | None
     padded: bool
     seq_len: int | None = None
+    unpadded: torch.Tensor | None = None
 
 
 @functools.cache

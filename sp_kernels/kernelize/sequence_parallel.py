@@ -57,17 +57,25 @@ class SPPreHook:
         key = "input_ids" if call.get("input_ids") is not None else "inputs_embeds"
         x = call[key]
         B, T = x.shape[:2]
-        mask = call.get("attention_mask")
-        if mask is not None:
-            if not (isinstance(mask, torch.Tensor) and mask.dim() == 2 and bool(mask.all())):
-                raise NotImplementedError("attention_mask: padded batches under sequence parallelism are not "
-                                          "supported; pack the sequences instead (position_ids restarting at 0)")
-            call["attention_mask"] = None
+        mask = call.pop("attention_mask", None)
+        if mask is not None and not (isinstance(mask, torch.Tensor) and mask.dim() == 2):
+            raise NotImplementedError("attention_mask: under sequence parallelism a [B, T] padding mask, not "
+                                      f"{type(mask).__name__} {list(getattr(mask, 'shape', []))}")
         pos = call.get("position_ids")
         if pos is None:
             pos = torch.arange(T, device=x.device).expand(B, T)
         cu = call.get("cu_seq_lens_q")
-        cu = cu_seqlens_from_position_ids(pos) if cu is None else cu.long()
+        unpadded = None
+        if mask is not None and not bool(mask.all()):  # padding: the real tokens packed into one row
+            if cu is not None:
+                raise ValueError("attention_mask: a packed batch (cu_seq_lens_q) must not be padded")
+            unpadded = mask.bool()
+            x, pos, cu = _unpad(x, pos, unpadded)
+            B, T = x.shape[:2]
+        elif cu is None:
+            cu = cu_seqlens_from_position_ids(pos)
+        else:
+            cu = cu.long()
         for name in _FLASH_KWARGS:
             call.pop(name, None)
 
@@ -82,8 +90,37 @@ class SPPreHook:
         local = slice(sp.rank * shard, (sp.rank + 1) * shard)
         call[key] = x[:, local]
         call["position_ids"] = pos[..., local]
-        call[BATCH_KWARG] = BatchInfo(cu, False, seq_len=T)
+        call[BATCH_KWARG] = BatchInfo(cu, False, seq_len=T, unpadded=unpadded)
         return (), call
+
+
+def _unpad(x, pos, keep):
+    """The real tokens of a padded batch as one packed row: ``x [1, n, ...]``, their positions (the caller's, so
+    rotary sees what it sees without sequence parallelism) and the rows' boundaries."""
+    lengths = keep.sum(1)
+    lengths = lengths[lengths > 0]
+    cu = torch.cat([lengths.new_zeros(1), lengths.cumsum(0)]).long()
+    pos = pos.expand(*pos.shape[:-2], *keep.shape) if pos.shape[-2] != keep.shape[0] else pos
+    return x[keep][None], pos[..., keep][..., None, :], cu
+
+
+@dataclass(frozen=True)
+class SPRepadHook:
+    """Forward hook (with kwargs) on a text model: after a padded batch ran packed, its hidden states back in the
+    caller's layout — this rank's shard of ``[B, T, ·]``, as for an unpadded batch (padded positions hold zeros)."""
+
+    sp: SPGroup
+
+    def __call__(self, module, args, kwargs, output):
+        batch = kwargs.get(BATCH_KWARG)
+        if batch is None or batch.unpadded is None:
+            return output
+        keep = batch.unpadded
+        hidden = output.last_hidden_state
+        packed = gather_sequence(hidden, 1, self.sp)[0, : batch.seq_len]  # [n, ·], every real token
+        full = hidden.new_zeros(*keep.shape, *hidden.shape[2:]).masked_scatter(keep[..., None], packed)
+        output.last_hidden_state = local_slice(full, 1, self.sp)
+        return output
 
 
 @dataclass(frozen=True)
@@ -107,6 +144,11 @@ class SPLossPreHook:
             return (), call
         if shifted is None:
             shifted = shift_left(labels)
+        mask = call.get("attention_mask")
+        if isinstance(mask, torch.Tensor) and mask.dim() == 2 and bool((shifted[mask == 0] != IGNORE_INDEX).any()):
+            raise ValueError("labels: a label predicted from a padded position (attention_mask 0) must be -100 "
+                             "under sequence parallelism (padding runs no model; with left padding that includes "
+                             "each row's first real token)")
         if call.get("num_items_in_batch") is None:
             call["num_items_in_batch"] = (shifted != IGNORE_INDEX).sum()
         local = local_slice(shifted, 1, self.sp, IGNORE_INDEX).contiguous()  # (transformers views it flat)

@@ -67,3 +67,8 @@ def test_data_parallel_sp_groups_without_an_explicit_group():
 @pytest.mark.parametrize("world", [2, 4])
 def test_fewer_key_value_heads_than_ranks(world):
     spawn(workers.fewer_kv_heads_than_ranks, world)
+
+
+@pytest.mark.parametrize("world", [2, 4])
+def test_padded_batches_equal_sp_size_1(world):
+    spawn(workers.padded_batches, world)

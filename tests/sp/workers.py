@@ -132,7 +132,8 @@ def bad_group(rank: int, world: int, port: int) -> None:
         cache = {cache_keyword(model): DynamicCache(config=model.config)}  # an explicit cache, by this version's name
         for kwargs, match in ((dict(use_cache=True), "use_cache: decoding with a cache under sequence parallelism"),
                               (cache, "use_cache: decoding with a cache under sequence parallelism"),
-                              (dict(attention_mask=torch.tensor([[1] * 9 + [0]] * 2)), "attention_mask: padded")):
+                              (dict(attention_mask=torch.ones(2, 1, 10, 10)), "attention_mask: under sequence "
+                                                                              "parallelism a [B, T] padding mask")):
             try:
                 model(input_ids=torch.randint(0, 96, (2, 10)), **kwargs)
             except NotImplementedError as exc:
@@ -450,5 +451,45 @@ def fewer_kv_heads_than_ranks(rank: int, world: int, port: int) -> None:
             for kind, batch in batches(22):
                 check(f"kv={kv} {kind} rank {rank}", loss_and_grads(model, batch, world), loss_and_grads(single, batch),
                       torch.float64)
+    finally:
+        dist.destroy_process_group()
+
+
+def padded_batches(rank: int, world: int, port: int) -> None:
+    """A batch padded through attention_mask (right and left padding, B=2 and 3): packed into one row, sharded, run,
+    and its hidden states put back in the caller's layout; loss and gradients equal sp_size=1 on the same padded
+    batch (labels -100 wherever they are predicted from padding, as every padding collator makes them on the
+    right; on the left the first real token's label too, or a ValueError says so)."""
+    init(rank, world, port)
+    try:
+        base = build("qwen3_5", torch.float64, **{**SP_CONFIG, "num_key_value_heads": 2})
+        single = copy.deepcopy(base)
+        sp_kernels.kernelize(single)
+        model = copy.deepcopy(base)
+        sp_kernels.kernelize(model, sp_size=world)
+        gen = torch.Generator().manual_seed(3)
+        for side, lengths in (("right", (23, 14)), ("left", (23, 9, 17))):
+            T = max(lengths)
+            ids = torch.randint(1, 96, (len(lengths), T), generator=gen)
+            mask = torch.zeros_like(ids)
+            for row, n in enumerate(lengths):
+                mask[row, :n] = 1
+            if side == "left":
+                mask = mask.flip(1)
+            labels = ids.masked_fill(mask == 0, -100)
+            if side == "left":  # the first real token is predicted from padding
+                first = (mask.cumsum(1) == 1) & (mask == 1)
+                try:
+                    model(input_ids=ids, attention_mask=mask, labels=labels)
+                except ValueError as exc:
+                    assert "labels: a label predicted from a padded position" in str(exc), exc
+                else:
+                    raise AssertionError("a label predicted from padding was accepted")
+                labels = labels.masked_fill(first, -100)
+            batch = dict(input_ids=ids, attention_mask=mask, labels=labels)
+            ours, ref = loss_and_grads(model, batch, world), loss_and_grads(single, batch)
+            real = mask.bool()[..., None]  # padded positions' logits are not defined under SP (no model runs there)
+            ours, ref = (ours[0] * real, *ours[1:]), (ref[0] * real, *ref[1:])
+            check(f"padded {side} rank {rank}", ours, ref, torch.float64)
     finally:
         dist.destroy_process_group()
