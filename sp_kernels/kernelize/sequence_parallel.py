@@ -174,7 +174,8 @@ class SPLossHook:
         return output
 
 
-def _group(model: torch.nn.Module) -> SPGroup:
+def sp_group(model: torch.nn.Module) -> SPGroup:
+    """The SP group a model was kernelized for (a ValueError if it was not, with sp_size > 1)."""
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
     sp = next((getattr(m, SP_GROUP) for m in model.modules() if hasattr(m, SP_GROUP)), None)
@@ -196,7 +197,7 @@ def sp_slice(model: torch.nn.Module, x: torch.Tensor, dim: int = 1, *, shift: bo
     padded with ``fill`` to a multiple of ``sp_size``. ``shift=True`` first moves ``x`` one token left over the
     whole sequence (``fill`` at the end): the alignment of ``out.logits`` with the token each position predicts.
     Use ``fill=-100`` for labels, ``0`` for weights and masks."""
-    sp = _group(model)
+    sp = sp_group(model)
     d = _dim(x, dim)
     return local_slice(shift_left(x, d, fill) if shift else x, d, sp, fill)
 
@@ -205,7 +206,7 @@ def sp_gather(model: torch.nn.Module, x: torch.Tensor, dim: int = 1, *, seq_len:
     """All-gather this rank's per-token ``x`` (e.g. log-probs from ``out.logits``) along ``dim`` over the SP group,
     on every rank; ``seq_len`` drops the padding (default: keep the padded length). Autograd-aware: when every
     rank computes the same loss from the result, the mean of the gradients over the group is ``sp_size=1``'s."""
-    sp = _group(model)
+    sp = sp_group(model)
     d = _dim(x, dim)
     full = gather_sequence(x, d, sp)
     if seq_len is None:

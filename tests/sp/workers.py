@@ -493,3 +493,52 @@ def padded_batches(rank: int, world: int, port: int) -> None:
             check(f"padded {side} rank {rank}", ours, ref, torch.float64)
     finally:
         dist.destroy_process_group()
+
+
+def trainer_dp_sp(rank: int, world: int, port: int, out_dir: str) -> None:
+    """transformers' Trainer on 4 ranks = 2 SP groups of 2 (SequenceParallelTrainer, DataCollatorWithFlattening):
+    after 2 optimizer steps the parameters equal one process trained on the same global batches (each step: both SP
+    groups' batches, their token losses summed over the count of all their tokens). SGD, whose step follows the
+    gradient's scale (Adam's would hide a loss scaled by the wrong count)."""
+    from torch.utils.data import DistributedSampler
+    from transformers import DataCollatorWithFlattening, TrainingArguments
+
+    from sp_kernels.trainer import SequenceParallelTrainer
+
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    init(rank, world, port)
+    try:
+        gen = torch.Generator().manual_seed(11)
+        data = [{"input_ids": torch.randint(1, 96, (n,), generator=gen).tolist()} for n in (9, 14, 5, 11, 7, 12, 6, 10)]
+        collator = DataCollatorWithFlattening()
+        base = build("qwen3_5", torch.float64, **SP_CONFIG)
+        model = copy.deepcopy(base)
+        report = sp_kernels.kernelize(model, sp_size=2)
+        args = TrainingArguments(output_dir=out_dir, per_device_train_batch_size=2, max_steps=2, learning_rate=0.5,
+                                 lr_scheduler_type="constant", warmup_steps=0, weight_decay=0.0, max_grad_norm=0.0,
+                                 optim="sgd", use_cpu=True, ddp_backend="gloo", report_to=[], seed=7,
+                                 save_strategy="no", logging_strategy="no", dataloader_drop_last=True,
+                                 average_tokens_across_devices=True, remove_unused_columns=False)
+        trainer = SequenceParallelTrainer(model=model, args=args, train_dataset=data, data_collator=collator)
+        trainer.train()
+
+        # one process: the same global batches, each step's loss the sum over both groups' tokens / their count
+        ref = copy.deepcopy(base)
+        sp_kernels.kernelize(ref)
+        optimizer = torch.optim.SGD(ref.parameters(), lr=0.5)
+        orders = [list(DistributedSampler(data, num_replicas=report.dp_size, rank=g, shuffle=True, seed=7))
+                  for g in range(report.dp_size)]
+        for step in range(2):
+            batches = [collator([data[i] for i in order[2 * step: 2 * step + 2]]) for order in orders]
+            count = sum(int((b["labels"][..., 1:] != -100).sum()) for b in batches)
+            optimizer.zero_grad(set_to_none=True)
+            loss = sum(ref(**b, num_items_in_batch=torch.tensor(count)).loss for b in batches)
+            loss.backward()
+            optimizer.step()
+        for (name, p), q in zip(model.named_parameters(), ref.parameters()):
+            torch.testing.assert_close(p.detach(), q.detach(), rtol=1e-5, atol=2e-6,  # float32 losses
+                                       msg=lambda m, n=name: f"Trainer rank {rank} {n}: {m}")
+            assert not torch.equal(p.detach(), base.get_parameter(name)), name  # it trained
+    finally:
+        dist.destroy_process_group()
