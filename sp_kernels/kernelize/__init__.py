@@ -21,7 +21,7 @@ from sp_kernels.kernelize.batch import PackedBatchHook, register_for_export
 from sp_kernels._contexts import LayerContext
 from sp_kernels.kernelize.bindings import ModuleBinding, OpBinding
 from sp_kernels.kernelize.families import load_families
-from sp_kernels.kernelize.gated_deltanet import GDNShard, gated_deltanet_forward
+from sp_kernels.kernelize.gated_deltanet import GDNContext, GDNShard, gated_deltanet_forward
 from sp_kernels.kernelize import sequence_parallel as sp_hooks
 from sp_kernels.kernelize.sequence_parallel import SP_GROUP
 from sp_kernels.sp.group import resolve_group
@@ -30,6 +30,8 @@ NPU_MARKER = "_twinkle_npu_patched"
 _BINDING = "_sp_kernels"
 _HOOK = "_sp_kernels_hook"
 MODES = ("train", "inference")
+#: how GatedDeltaNet layers run under sequence parallelism (None: chosen per layer)
+GDN_SP_MODES = (None, "ulysses", "context")
 #: the forward kernelize installs per kind of module
 FORWARDS = {"gated_deltanet": gated_deltanet_forward, "attention": attention_forward}
 
@@ -41,6 +43,7 @@ class PatchedModule:
     family: str
     ops: dict  # op -> implementation description
     npu_patched: bool
+    sp: str = "-"  # under sequence parallelism: "ulysses" (heads) or "context" (state passing)
 
 
 @dataclass(frozen=True)
@@ -60,8 +63,9 @@ class KernelizeReport:
 
     def table(self) -> str:
         """The dispatch table: one row per patched module, one column per op."""
-        header = ["module", *OPS, NPU_MARKER]
-        rows = [[m.name, *(m.ops.get(op, "-") for op in OPS), str(m.npu_patched)] for m in self.modules]
+        header = ["module", *OPS, NPU_MARKER] + ["sp"] * (self.sp_size > 1)
+        rows = [[m.name, *(m.ops.get(op, "-") for op in OPS), str(m.npu_patched)] + [m.sp] * (self.sp_size > 1)
+                for m in self.modules]
         widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
         fmt = "  ".join(f"{{:<{w}}}" for w in widths)
         lines = [f"device {self.device.describe()} | sp_size {self.sp_size} | mode {self.mode}", fmt.format(*header)]
@@ -72,7 +76,8 @@ class KernelizeReport:
 
 
 def kernelize(model: torch.nn.Module, sp_size: int = 1, *, group=None, device=None, mode: str = "train",
-              force: dict | None = None, gather_logits: bool = False) -> KernelizeReport:
+              force: dict | None = None, gather_logits: bool = False,
+              gated_deltanet_sp: str | None = None) -> KernelizeReport:
     """Patch ``model`` in place; returns a :class:`KernelizeReport`. Idempotent (re-binding replaces bindings).
 
     Args:
@@ -90,6 +95,9 @@ def kernelize(model: torch.nn.Module, sp_size: int = 1, *, group=None, device=No
         force: ``{op: implementation name}``, as the ``impl=`` keyword of the ops.
         gather_logits: under SP, also all-gather the logits so that every rank gets ``[B, T, V]`` (the memory SP
             saves: without it ``out.logits`` is this rank's shard; the loss is the full sequence's either way).
+        gated_deltanet_sp: how GatedDeltaNet layers run under SP: ``"ulysses"`` (heads; the linear heads must
+            divide by ``sp_size``), ``"context"`` (state passing; any head counts), or ``None``: Ulysses where the
+            heads divide, else context parallelism.
     """
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
@@ -106,6 +114,10 @@ def kernelize(model: torch.nn.Module, sp_size: int = 1, *, group=None, device=No
         raise TypeError(f"gather_logits: expected a bool, got {type(gather_logits).__name__}")
     if gather_logits and sp_size == 1:
         raise ValueError("gather_logits: only with sp_size > 1 (with sp_size=1 the logits are whole already)")
+    if gated_deltanet_sp not in GDN_SP_MODES:
+        raise ValueError(f"gated_deltanet_sp: expected one of {GDN_SP_MODES}, got {gated_deltanet_sp!r}")
+    if gated_deltanet_sp is not None and sp_size == 1:
+        raise ValueError("gated_deltanet_sp: only with sp_size > 1")
     if device is None:
         param = next(model.parameters(), None)
         device = param.device if param is not None else torch.device("cpu")
@@ -124,9 +136,12 @@ def kernelize(model: torch.nn.Module, sp_size: int = 1, *, group=None, device=No
         missing = "".join(f"; unavailable: {n} ({why})" for n, why in unavailable)
         raise ValueError(f"model: {type(model).__name__} has no module kernelize supports; supported: {known}{missing}")
 
+    sp_modes = {}
     for name, module, _, kind in found:  # heads must divide by sp_size: checked before anything else about SP
         compat.check_hub_kernels(name, module)
-        _layer_contexts(module, kind, sp_size)
+        if kind == "gated_deltanet" and sp_size > 1:
+            sp_modes[name] = _gated_deltanet_sp(module, sp_size, gated_deltanet_sp)
+        _layer_contexts(module, kind, sp_size, sp_modes.get(name))
     for cls, kind in dict.fromkeys((type(module), kind) for _, module, _, kind in found):
         compat.check_forward(cls, FORWARDS[kind])  # transformers' forward has nothing ours would drop
     if sp_size > 1:
@@ -136,7 +151,7 @@ def kernelize(model: torch.nn.Module, sp_size: int = 1, *, group=None, device=No
     tensors = next(model.parameters(), torch.empty(0)).device.type  # where the collectives run (not simulated)
     sp = resolve_group(sp_size, group, tensors) if sp_size > 1 else None
     # Choose everything first: a failure leaves the model untouched.
-    plans = [(name, module, _bind(name, module, fam, kind, profile, sp, mode, force))
+    plans = [(name, module, _bind(name, module, fam, kind, profile, sp, mode, force, sp_modes.get(name)))
              for name, module, fam, kind in found]
     register_for_export()
     for name, module, binding in plans:
@@ -145,7 +160,8 @@ def kernelize(model: torch.nn.Module, sp_size: int = 1, *, group=None, device=No
 
     rows = tuple(
         PatchedModule(name, type(module).__name__, binding.family,
-                      {op: b.describe() for op, b in binding.ops.items()}, binding.npu_patched)
+                      {op: b.describe() for op, b in binding.ops.items()}, binding.npu_patched,
+                      sp_modes.get(name, "ulysses") if sp is not None else "-")
         for name, module, binding in plans
     )
     if sp is not None:
@@ -222,13 +238,13 @@ def _install(module, binding: ModuleBinding) -> None:
         delattr(module, NPU_MARKER)
 
 
-def _bind(name, module, fam, kind, profile, sp, mode, force) -> ModuleBinding:
+def _bind(name, module, fam, kind, profile, sp, mode, force, sp_mode=None) -> ModuleBinding:
     dtype = next(module.parameters()).dtype
     grad = mode == "train"
     sp_size = 1 if sp is None else sp.size
     if kind == "attention" and getattr(module, "attention_dropout", 0.0) and grad:
         raise ValueError(f"model: attention_dropout={module.attention_dropout} is not supported by fusion_attention")
-    contexts = _layer_contexts(module, kind, sp_size)
+    contexts = _layer_contexts(module, kind, sp_size, sp_mode)
     if kind == "gated_deltanet":
         force = {**force, **_kept_delta_rule(name, module, sp, force)}
     ops = {op: OpBinding.create(op, LayerContext(op, profile, dtype, shapes, options, sp_size, grad), force.get(op))
@@ -237,19 +253,29 @@ def _bind(name, module, fam, kind, profile, sp, mode, force) -> ModuleBinding:
         impl.device_types == ("npu",) for b in ops.values() for impl in b.implementations
     )
     if kind == "gated_deltanet":
-        shard = None if sp is None else GDNShard.of(module, sp)
+        shard = None if sp is None else GDNContext(sp) if sp_mode == "context" else GDNShard.of(module, sp)
         return ModuleBinding(kind, fam.family.name, profile, ops, npu, project=fam.family.project, shard=shard)
     masked = functools.partial(_masked_attention, fam.modeling.eager_attention_forward)
     return ModuleBinding(kind, fam.family.name, profile, ops, npu, masked_attention=masked, shard=sp)
 
 
-def _layer_contexts(module, kind, sp_size) -> dict:
-    """``{op: (shapes, options)}`` of one layer (heads local to a rank)."""
+def _gated_deltanet_sp(module, sp_size: int, choice: str | None) -> str:
+    """``"ulysses"`` or ``"context"`` for one GatedDeltaNet layer (see ``kernelize``'s ``gated_deltanet_sp``)."""
+    divides = module.num_k_heads % sp_size == 0 and module.num_v_heads % sp_size == 0
+    if choice is None:
+        return "ulysses" if divides else "context"
+    if choice == "ulysses" and not divides:
+        _layer_contexts(module, "gated_deltanet", sp_size, "ulysses")  # the error naming the heads
+    return choice
+
+
+def _layer_contexts(module, kind, sp_size, sp_mode=None) -> dict:
+    """``{op: (shapes, options)}`` of one layer (heads local to a rank; all of them under context parallelism)."""
     if kind == "gated_deltanet":
         return _contexts.gated_deltanet(
             num_k_heads=module.num_k_heads, num_v_heads=module.num_v_heads, head_k_dim=module.head_k_dim,
             head_v_dim=module.head_v_dim, conv_kernel=module.conv_kernel_size, activation=module.activation,
-            sp_size=sp_size)
+            sp_size=1 if sp_mode == "context" else sp_size)
     cfg = module.config
     rope = getattr(cfg, "rope_parameters", None) or {}
     factor = rope.get("partial_rotary_factor", getattr(cfg, "partial_rotary_factor", 1.0))

@@ -4,10 +4,18 @@ Same parameters and semantics as transformers' forward, but the causal conv and 
 implementations bound on the module (``module._sp_kernels``), called directly: transformers' module-level
 functions (which send CPU tensors to fla's Triton kernels when fla is installed) are never reached.
 
-Under sequence parallelism (Ulysses) the projections run on this rank's tokens for all heads; one all-to-all
-turns that into all tokens for this rank's heads (its q/k/v channel blocks, b and a), the conv and the delta rule
-run over the whole sequence with this rank's slices of the conv weight, ``A_log`` and ``dt_bias``, and a second
-all-to-all brings the output back to this rank's tokens for the gated norm and ``out_proj``.
+Under sequence parallelism the layer runs one of two ways (:class:`GDNShard` or :class:`GDNContext` on the binding):
+
+- **Ulysses** (heads): the projections run on this rank's tokens for all heads; one all-to-all turns that into all
+  tokens for this rank's heads (its q/k/v channel blocks, b and a), the conv and the delta rule run over the whole
+  sequence with this rank's slices of the conv weight, ``A_log`` and ``dt_bias``, and a second all-to-all brings the
+  output back to this rank's tokens for the gated norm and ``out_proj``. Needs the linear heads to divide.
+- **Context parallel** (state passing, any head counts): everything runs on this rank's tokens and all heads. The
+  conv takes the previous rank's last ``W - 1`` inputs (a halo) as history. Over a segment the delta rule is affine
+  in its initial state, ``S_out = A S_in + S_ext``: each rank computes ``(A, S_ext)`` of its last sequence from a
+  zero state, all ranks gather them (``[B, HV, K, V + K]`` per rank, whatever the length), and each rank folds those
+  of the earlier ranks its first sequence spans into that sequence's initial state. Backward is autograd through
+  the same steps (the gathers' backward returns each rank's gradients to it).
 """
 from __future__ import annotations
 
@@ -21,7 +29,7 @@ from sp_kernels.kernels.chunk_gated_delta_rule.api import compute_dtype
 from sp_kernels.kernels.chunk_gated_delta_rule.recurrent import one_token, recurrent_gated_delta_rule_torch
 from sp_kernels.kernelize.batch import BATCH_KWARG
 from sp_kernels.kernelize.compat import count_decoded_token, recurrent_states_to_keep, the_cache
-from sp_kernels.sp.comm import all_to_all
+from sp_kernels.sp.comm import all_to_all, from_every_rank
 from sp_kernels.sp.group import SPGroup
 
 
@@ -47,6 +55,13 @@ class GDNShard:
         return cls(sp, channels, slice(r * nh, (r + 1) * nh), hk, hv)
 
 
+@dataclass(frozen=True)
+class GDNContext:
+    """Context parallelism of a GatedDeltaNet: this rank's tokens, all heads (see the module's docstring)."""
+
+    sp: SPGroup
+
+
 def gated_deltanet_forward(self, hidden_states: torch.Tensor, cache=None, attention_mask=None, *, cache_params=None,
                            **kwargs):
     """transformers' GatedDeltaNet forward (``cache_params`` is the cache keyword before transformers 5.24)."""
@@ -54,6 +69,8 @@ def gated_deltanet_forward(self, hidden_states: torch.Tensor, cache=None, attent
     binding = self._sp_kernels
     binding.check_device(self, hidden_states)
     batch = kwargs.get(BATCH_KWARG)
+    if isinstance(binding.shard, GDNContext):
+        return _context_parallel(self, binding, hidden_states, batch, cache_params)
     if binding.shard is not None:
         return _sequence_parallel(self, binding, hidden_states, batch, cache_params)
     cu_seqlens = batch.cu_seqlens if batch is not None else kwargs.get("cu_seq_lens_q")
@@ -188,3 +205,94 @@ def _sequence_parallel(self, binding, hidden_states, batch, cache_params):
     # [B, T, HV/N, V] -> all-to-all -> [B, T/N, HV, V]
     core = all_to_all(core, scatter_dim=1, gather_dim=2, sp=shard.sp)
     return _output(self, core, z)
+
+
+def _sp_batch(self, batch, cache_params):
+    if cache_params is not None:
+        raise NotImplementedError("cache: decoding with a cache under sequence parallelism is not supported")
+    if batch is None or batch.seq_len is None:
+        raise RuntimeError(f"{type(self).__name__} is kernelized for sequence parallelism: call the whole model, "
+                           "whose pre-hook shards the batch")
+    return batch
+
+
+def _context_parallel(self, binding, hidden_states, batch, cache_params):
+    sp = binding.shard.sp
+    batch = _sp_batch(self, batch, cache_params)
+    B, S, _ = hidden_states.shape
+    W = self.conv_kernel_size
+    if S < W - 1:
+        raise NotImplementedError(f"sp_size: {S} tokens per rank, fewer than the conv's history ({W - 1}): context "
+                                  "parallelism needs a longer sequence or fewer ranks")
+    segments = _Segments.of(batch.cu_seqlens, sp.rank, S, B)
+    mixed_qkv, z, b, a = binding.project(self, hidden_states)
+
+    # the conv: the previous rank's last W - 1 inputs as history of this rank's first sequence (zeros where it
+    # starts here)
+    # Every rank's result depends on both gathers, with zero weight where it uses nothing of them: their backward
+    # is a collective that every rank must join.
+    tails = from_every_rank(mixed_qkv[:, S - (W - 1):], sp)  # [N, B, W - 1, C]
+    halo = tails[sp.rank - 1] * float(segments.continues)
+    if segments.continues and segments.start > sp.rank * S - (W - 1):  # the sequence began inside the halo
+        before = torch.arange(sp.rank * S - (W - 1), sp.rank * S, device=halo.device) < segments.start
+        halo = halo.masked_fill(before[None, :, None], 0)
+    x = torch.cat([halo, mixed_qkv], dim=1)
+    packed = segments.cu is not None
+    conv = binding.ops["causal_conv1d"].fn(packed, S + W - 1)
+    weight = self.conv1d.weight.squeeze(1)
+    mixed_qkv, _ = conv(x, weight, bias=self.conv1d.bias, activation=self.activation, initial_state=None,
+                        output_final_state=False, cu_seqlens=None if not packed else segments.cu + (W - 1) * (
+                            torch.arange(segments.cu.numel(), device=segments.cu.device) > 0))
+    mixed_qkv = mixed_qkv[:, W - 1:]
+
+    # the delta rule: (A, S_ext) of this rank's last sequence from a zero state, gathered; the first sequence
+    # starts from the fold of the earlier ranks' it spans
+    query, key, value = torch.split(mixed_qkv, [self.key_dim, self.key_dim, self.value_dim], dim=-1)
+    query = query.reshape(B, S, -1, self.head_k_dim)
+    key = key.reshape(B, S, -1, self.head_k_dim)
+    value = value.reshape(B, S, -1, self.head_v_dim)
+    beta, g = _gates(b, a, self.A_log, self.dt_bias)
+    delta_rule = binding.ops["chunk_gated_delta_rule"].fn(packed, S)
+    scale = self.head_k_dim**-0.5
+    K, V, HV = self.head_k_dim, self.head_v_dim, value.shape[2]
+    dtype = compute_dtype(value.dtype)
+    last = slice(segments.last_start, S)
+    eye = torch.eye(K, dtype=dtype, device=value.device).expand(B, HV, K, K)
+    _, transfer = delta_rule(query[:, last], key[:, last], torch.cat([value[:, last], value.new_zeros(
+        B, S - segments.last_start, HV, K)], dim=-1), g[:, last], beta[:, last], scale=scale,
+        initial_state=torch.cat([eye.new_zeros(B, HV, K, V), eye], dim=-1), output_final_state=True,
+        cu_seqlens=None, use_qk_l2norm_in_kernel=True)  # [B, HV, K, V + K] = [S_ext | A]
+    every = from_every_rank(transfer, sp)  # [N, B, HV, K, V + K]
+    state = every[0, ..., :V] * 0.0
+    for j in range(segments.first_rank, sp.rank if segments.continues else 0):
+        state = every[j, ..., V:] @ state + every[j, ..., :V]
+    n_seq = 1 if segments.cu is None else segments.cu.numel() - 1
+    initial = state if not packed else torch.cat([state, state.new_zeros(n_seq - 1, HV, K, V)])
+    core, _ = delta_rule(query, key, value, g, beta, scale=scale, initial_state=initial, output_final_state=False,
+                         cu_seqlens=segments.cu, use_qk_l2norm_in_kernel=True)
+    return _output(self, core, z)
+
+
+@dataclass(frozen=True)
+class _Segments:
+    """This rank's tokens ``[r * S, (r + 1) * S)`` against the global sequences: ``cu`` the local boundaries
+    (``None``: each row one sequence over every rank), ``continues`` whether the first local token continues a
+    sequence begun on an earlier rank (``first_rank``), ``last_start`` where the last local sequence starts."""
+
+    cu: torch.Tensor | None
+    continues: bool
+    first_rank: int
+    last_start: int
+    start: int  # the global position where the first local token's sequence starts
+
+    @classmethod
+    def of(cls, cu_seqlens, rank: int, S: int, B: int) -> "_Segments":
+        lo, hi = rank * S, (rank + 1) * S
+        if cu_seqlens is None:
+            return cls(None, rank > 0, 0, 0, 0)
+        bounds = [int(c) for c in cu_seqlens.tolist()]
+        inside = [c for c in bounds if lo < c < hi]
+        local = [lo, *inside, hi]
+        start = max(c for c in bounds if c <= lo)  # where the sequence of the first local token starts
+        cu = torch.tensor(local, device=cu_seqlens.device, dtype=torch.long) - lo
+        return cls(cu, start < lo, start // S, local[-2] - lo, start)

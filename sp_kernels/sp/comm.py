@@ -52,3 +52,9 @@ def sum_over_ranks(x: torch.Tensor, sp: SPGroup) -> torch.Tensor:
     receives the sum of the gradients of every rank's result, so when every rank backpropagates the same loss,
     ``size`` times its share — the SP gradient contract, as :func:`gather_sequence`."""
     return _from_every_rank(x, sp).sum(0)
+
+
+def from_every_rank(x: torch.Tensor, sp: SPGroup) -> torch.Tensor:
+    """``[n, *x.shape]``: every rank's ``x`` in rank order (an all-gather; backward sums, for this rank's ``x``, the
+    gradients every rank computed for it — the SP gradient contract, as :func:`gather_sequence`)."""
+    return _from_every_rank(x, sp)

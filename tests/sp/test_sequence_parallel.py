@@ -77,3 +77,8 @@ def test_padded_batches_equal_sp_size_1(world):
 def test_the_trainer_over_dp_and_sp_equals_one_process(tmp_path):
     pytest.importorskip("accelerate")
     spawn(workers.trainer_dp_sp, 4, str(tmp_path))
+
+
+@pytest.mark.parametrize("world", [2, 4])
+def test_context_parallel_gated_deltanet(world):
+    spawn(workers.context_parallel, world)

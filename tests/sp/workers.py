@@ -46,8 +46,8 @@ def loss_and_grads(model, batch, sp_size=1):
     return logits, out.loss.detach(), grads
 
 
-def check(tag, ours, ref, dtype):
-    tol, gtol = TOL[dtype]
+def check(tag, ours, ref, dtype, tolerances=None):
+    tol, gtol = tolerances or TOL[dtype]
     torch.testing.assert_close(ours[0], ref[0], rtol=tol, atol=tol, msg=lambda m: f"{tag} logits: {m}")
     # transformers' loss runs in float32 (logits.float()) even in a float64 model: a sum split over ranks rounds
     # differently there
@@ -540,5 +540,58 @@ def trainer_dp_sp(rank: int, world: int, port: int, out_dir: str) -> None:
             torch.testing.assert_close(p.detach(), q.detach(), rtol=1e-5, atol=2e-6,  # float32 losses
                                        msg=lambda m, n=name: f"Trainer rank {rank} {n}: {m}")
             assert not torch.equal(p.detach(), base.get_parameter(name)), name  # it trained
+    finally:
+        dist.destroy_process_group()
+
+
+def context_parallel(rank: int, world: int, port: int) -> None:
+    """GatedDeltaNet layers whose linear heads the world does not divide (2 key / 6 value heads at 4 ranks) run
+    context parallel: loss and gradients equal sp_size=1 (float64) on ordinary and packed batches — T not a multiple of
+    the world, sequences starting exactly at rank borders, spanning 3+ ranks, shorter than a shard. Where the heads
+    divide, context parallelism and Ulysses agree."""
+    init(rank, world, port)
+    try:
+        def packed(lengths, seed):
+            gen = torch.Generator().manual_seed(seed)
+            ids = torch.randint(0, 96, (1, sum(lengths)), generator=gen)
+            return dict(input_ids=ids, position_ids=torch.cat([torch.arange(n) for n in lengths])[None], labels=ids)
+
+        shard = 6
+        cases = [*batches(22), ("borders", packed([shard, 2 * shard, 1, shard - 1], 1)),
+                 ("short", packed([2, 1, 3 * shard - 4, 3, 2], 2))]
+        odd = {**SP_CONFIG, "linear_num_key_heads": 2, "linear_num_value_heads": 6, "num_key_value_heads": 2}
+        # transformers' norms compute in float32 even in a float64 model, and the rows they see differ with the
+        # sharding: against sp_size=1 the logits agree to float32 rounding; context and Ulysses (the same tokens per
+        # rank) agree to float64's
+        tol = (2e-6, 2e-6)
+        for config, modes in ((odd, (None, "context")), (SP_CONFIG, ("context", "ulysses"))):
+            base = build("qwen3_5", torch.float64, **config)
+            single = copy.deepcopy(base)
+            sp_kernels.kernelize(single)
+            results = {}
+            for mode in modes:
+                model = copy.deepcopy(base)
+                report = sp_kernels.kernelize(model, sp_size=world, gated_deltanet_sp=mode)
+                divides = config["linear_num_key_heads"] % world == 0 and config["linear_num_value_heads"] % world == 0
+                expected = mode or ("ulysses" if divides else "context")
+                assert [m.sp for m in report.modules] == [expected, "ulysses"] * 2, report
+                assert report.table().splitlines()[1].split()[-1] == "sp", report
+                for kind, batch in cases:
+                    tag = f"cp heads={config['linear_num_key_heads']}/{config['linear_num_value_heads']} {kind} rank {rank}"
+                    ours = results[mode, kind] = loss_and_grads(model, batch, world)
+                    check(f"{tag} mode={mode}", ours, loss_and_grads(single, batch), torch.float64, tol)
+            if "ulysses" in modes:
+                for kind, _ in cases:
+                    check(f"context vs ulysses {kind} rank {rank}", results["context", kind], results["ulysses", kind],
+                          torch.float64)
+        if world == 2:  # 2 key / 6 value heads divide by 2: nothing to refuse
+            return
+        try:
+            sp_kernels.kernelize(build("qwen3_5", torch.float64, **odd), sp_size=world, gated_deltanet_sp="ulysses")
+        except ValueError as exc:
+            assert f"sp_size: linear_num_value_heads=6 is not divisible by sp_size={world}" in str(exc) or \
+                f"sp_size: linear_num_key_heads=2 is not divisible by sp_size={world}" in str(exc), exc
+        else:
+            raise AssertionError("Ulysses with heads that do not divide was accepted")
     finally:
         dist.destroy_process_group()
