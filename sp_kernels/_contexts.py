@@ -31,19 +31,44 @@ def kv_replicas(num_kv_heads: int, sp_size: int) -> int:
                      "(key/value heads are replicated when they divide sp_size)")
 
 
+#: how GatedDeltaNet layers run under sequence parallelism (None: chosen from the heads)
+GDN_SP_MODES = (None, "ulysses", "context")
+
+
+def gated_deltanet_sp(num_k_heads: int, num_v_heads: int, sp_size: int, choice: str | None = None) -> tuple[str, str]:
+    """``(mode, why)`` for a GatedDeltaNet layer under SP: ``"ulysses"`` (heads) where the linear heads divide by
+    ``sp_size``, else ``"context"`` (state passing); ``choice`` forces one (Ulysses still needs the heads to
+    divide: the ValueError names them)."""
+    if choice not in GDN_SP_MODES:
+        raise ValueError(f"gated_deltanet_sp: expected one of {GDN_SP_MODES}, got {choice!r}")
+    if choice == "ulysses" or (choice is None and num_k_heads % sp_size == 0 and num_v_heads % sp_size == 0):
+        _local("linear_num_key_heads", num_k_heads, sp_size)
+        _local("linear_num_value_heads", num_v_heads, sp_size)
+        return "ulysses", ("forced" if choice else f"its heads ({num_k_heads} key / {num_v_heads} value) divide by "
+                           f"sp_size={sp_size}: each rank runs its heads over the whole sequence")
+    return "context", ("forced" if choice else f"its heads ({num_k_heads} key / {num_v_heads} value) do not divide "
+                       f"by sp_size={sp_size}: each rank runs its tokens, passing the state to the next")
+
+
 def _seq(B, T) -> dict:
     return {k: v for k, v in (("B", B), ("T", T)) if v is not None}
 
 
 def gated_deltanet(*, num_k_heads: int, num_v_heads: int, head_k_dim: int, head_v_dim: int, conv_kernel: int,
-                   activation: str | None, sp_size: int = 1, B: int | None = None, T: int | None = None) -> dict:
-    """``{op: (shapes, options)}`` for the conv and the delta rule of one GatedDeltaNet layer."""
-    h = _local("linear_num_key_heads", num_k_heads, sp_size)
-    hv = _local("linear_num_value_heads", num_v_heads, sp_size)
+                   activation: str | None, sp_size: int = 1, B: int | None = None, T: int | None = None,
+                   sp_mode: str = "ulysses") -> dict:
+    """``{op: (shapes, options)}`` for the conv and the delta rule of one GatedDeltaNet layer. Under SP (``sp_size >
+    1``) the options say how the layer runs (``"sp_mode"``: ``"ulysses"``, local heads over the global length ``T``, or
+    ``"context"``, all heads over this rank's ``ceil(T / sp_size)`` tokens)."""
+    context = sp_size > 1 and sp_mode == "context"
+    h = num_k_heads if context else _local("linear_num_key_heads", num_k_heads, sp_size)
+    hv = num_v_heads if context else _local("linear_num_value_heads", num_v_heads, sp_size)
+    T = -(-T // sp_size) if context and T is not None else T
+    sp = {"sp_mode": sp_mode} if sp_size > 1 else {}
     return {
         "causal_conv1d": ({**_seq(B, T), "D": 2 * h * head_k_dim + hv * head_v_dim, "W": conv_kernel},
-                          {"activation": activation}),
-        "chunk_gated_delta_rule": ({**_seq(B, T), "H": h, "HV": hv, "K": head_k_dim, "V": head_v_dim}, {}),
+                          {"activation": activation, **sp}),
+        "chunk_gated_delta_rule": ({**_seq(B, T), "H": h, "HV": hv, "K": head_k_dim, "V": head_v_dim}, sp),
     }
 
 

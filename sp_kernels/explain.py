@@ -41,11 +41,12 @@ def explain(device="cpu", *, sp_size: int = 1, ub_kib: int | None = None, dtype:
         if profile.type != "npu":
             raise ValueError(f"ub_kib: only an NPU profile has a Unified Buffer, not {profile.spec}")
         profile = profile.replace(ub_bytes=ub_kib * 1024, name=f"{profile.name}[UB {ub_kib} KiB]")
+    gdn_sp = _contexts.gated_deltanet_sp(shape.num_k_heads, shape.num_v_heads, sp_size)[0] if sp_size > 1 else None
     contexts = {
         **_contexts.gated_deltanet(num_k_heads=shape.num_k_heads, num_v_heads=shape.num_v_heads,
                                    head_k_dim=shape.head_k_dim, head_v_dim=shape.head_v_dim,
                                    conv_kernel=shape.conv_kernel, activation="silu", sp_size=sp_size,
-                                   B=shape.batch, T=shape.seq_len),
+                                   B=shape.batch, T=shape.seq_len, sp_mode=gdn_sp),
         **_contexts.attention(num_heads=shape.num_heads, num_kv_heads=shape.num_kv_heads, head_dim=shape.head_dim,
                               rotary_dim=shape.rotary_dim, sp_size=sp_size, B=shape.batch, T=shape.seq_len),
     }
@@ -104,8 +105,13 @@ def _sp_rule(selections: list[Selection]) -> list[str]:
                    f"so {conv.chosen.name} runs.")
     else:
         verdict = f"here none overflows; {conv.chosen.name} is chosen for the reasons above."
+    gdn = next(s for s in selections if s.op == "chunk_gated_delta_rule").context
+    mode = gdn.options["sp_mode"]
+    n = 1 if mode == "context" else ctx.sp_size  # the heads the kernels see: all of them, or this rank's
+    _, why = _contexts.gated_deltanet_sp(gdn.shapes["H"] * n, gdn.shapes["HV"] * n, ctx.sp_size)
     return [
-        f"sequence parallel (Ulysses, sp_size={ctx.sp_size}): kernels see local heads and the global length.",
+        f"sequence parallel (sp_size={ctx.sp_size}): attention by Ulysses (local heads, the global length); "
+        f"GatedDeltaNet by {'context parallelism' if mode == 'context' else 'Ulysses'}: {why}.",
         f"  marker rule: a GatedDeltaNet module marked {NPU_MARKER} keeps the chunk_gated_delta_rule bound at",
         f"  kernelize time (here {gdr.name}: {'an NPU kernel' if npu_kernel else 'portable, so nothing is marked'}).",
         "  causal_conv1d: a Triton conv whose launches overflow the Unified Buffer at these shapes is rejected and",

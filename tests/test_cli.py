@@ -23,7 +23,7 @@ def test_explain_cuda_profile_and_bad_input(capsys):
     assert main(["explain", "--device", "cuda:sm90", "--dtype", "fp32", "--packed"]) == 0
     assert "cuda:sm90 (simulated), capability 9.0, shared memory 227 KiB/block" in capsys.readouterr().out
     assert main(["explain", "--sp-size", "5"]) == 2
-    assert "sp_size: linear_num_key_heads=16 is not divisible by sp_size=5" in capsys.readouterr().err
+    assert "sp_size: num_attention_heads=24 is not divisible by sp_size=5" in capsys.readouterr().err
 
 
 def test_explain_sp_note_says_whether_a_triton_conv_overflowed():

@@ -30,8 +30,6 @@ NPU_MARKER = "_twinkle_npu_patched"
 _BINDING = "_sp_kernels"
 _HOOK = "_sp_kernels_hook"
 MODES = ("train", "inference")
-#: how GatedDeltaNet layers run under sequence parallelism (None: chosen per layer)
-GDN_SP_MODES = (None, "ulysses", "context")
 #: the forward kernelize installs per kind of module
 FORWARDS = {"gated_deltanet": gated_deltanet_forward, "attention": attention_forward}
 
@@ -114,8 +112,8 @@ def kernelize(model: torch.nn.Module, sp_size: int = 1, *, group=None, device=No
         raise TypeError(f"gather_logits: expected a bool, got {type(gather_logits).__name__}")
     if gather_logits and sp_size == 1:
         raise ValueError("gather_logits: only with sp_size > 1 (with sp_size=1 the logits are whole already)")
-    if gated_deltanet_sp not in GDN_SP_MODES:
-        raise ValueError(f"gated_deltanet_sp: expected one of {GDN_SP_MODES}, got {gated_deltanet_sp!r}")
+    if gated_deltanet_sp not in _contexts.GDN_SP_MODES:
+        raise ValueError(f"gated_deltanet_sp: expected one of {_contexts.GDN_SP_MODES}, got {gated_deltanet_sp!r}")
     if gated_deltanet_sp is not None and sp_size == 1:
         raise ValueError("gated_deltanet_sp: only with sp_size > 1")
     if device is None:
@@ -140,7 +138,8 @@ def kernelize(model: torch.nn.Module, sp_size: int = 1, *, group=None, device=No
     for name, module, _, kind in found:  # heads must divide by sp_size: checked before anything else about SP
         compat.check_hub_kernels(name, module)
         if kind == "gated_deltanet" and sp_size > 1:
-            sp_modes[name] = _gated_deltanet_sp(module, sp_size, gated_deltanet_sp)
+            sp_modes[name] = _contexts.gated_deltanet_sp(module.num_k_heads, module.num_v_heads, sp_size,
+                                                         gated_deltanet_sp)[0]
         _layer_contexts(module, kind, sp_size, sp_modes.get(name))
     for cls, kind in dict.fromkeys((type(module), kind) for _, module, _, kind in found):
         compat.check_forward(cls, FORWARDS[kind])  # transformers' forward has nothing ours would drop
@@ -259,23 +258,13 @@ def _bind(name, module, fam, kind, profile, sp, mode, force, sp_mode=None) -> Mo
     return ModuleBinding(kind, fam.family.name, profile, ops, npu, masked_attention=masked, shard=sp)
 
 
-def _gated_deltanet_sp(module, sp_size: int, choice: str | None) -> str:
-    """``"ulysses"`` or ``"context"`` for one GatedDeltaNet layer (see ``kernelize``'s ``gated_deltanet_sp``)."""
-    divides = module.num_k_heads % sp_size == 0 and module.num_v_heads % sp_size == 0
-    if choice is None:
-        return "ulysses" if divides else "context"
-    if choice == "ulysses" and not divides:
-        _layer_contexts(module, "gated_deltanet", sp_size, "ulysses")  # the error naming the heads
-    return choice
-
-
 def _layer_contexts(module, kind, sp_size, sp_mode=None) -> dict:
     """``{op: (shapes, options)}`` of one layer (heads local to a rank; all of them under context parallelism)."""
     if kind == "gated_deltanet":
         return _contexts.gated_deltanet(
             num_k_heads=module.num_k_heads, num_v_heads=module.num_v_heads, head_k_dim=module.head_k_dim,
             head_v_dim=module.head_v_dim, conv_kernel=module.conv_kernel_size, activation=module.activation,
-            sp_size=1 if sp_mode == "context" else sp_size)
+            sp_size=sp_size, sp_mode=sp_mode or "ulysses")
     cfg = module.config
     rope = getattr(cfg, "rope_parameters", None) or {}
     factor = rope.get("partial_rotary_factor", getattr(cfg, "partial_rotary_factor", 1.0))

@@ -100,8 +100,10 @@ def test_failed_selection_leaves_model_untouched():
 
 @pytest.mark.parametrize("kwargs,exc,match", [
     (dict(sp_size=0), ValueError, "sp_size: expected >= 1"),
-    (dict(sp_size=3), ValueError, "sp_size: linear_num_key_heads=2 is not divisible by sp_size=3"),
-    (dict(sp_size=4), ValueError, "sp_size: .* is not divisible by sp_size=4"),
+    (dict(sp_size=3), ValueError, "sp_size: num_attention_heads=4 is not divisible by sp_size=3"),
+    (dict(sp_size=4), ValueError, "sp_size: 4 needs an initialized torch.distributed process group"),
+    (dict(sp_size=2, gated_deltanet_sp="ring"), ValueError, "gated_deltanet_sp: expected one of"),
+    (dict(gated_deltanet_sp="context"), ValueError, "gated_deltanet_sp: only with sp_size > 1"),
     (dict(sp_size=2.0), TypeError, "sp_size: expected an int"),
     (dict(sp_size=True), TypeError, "sp_size: expected an int"),
     (dict(mode="eval"), ValueError, "mode: expected one of"),
