@@ -6,6 +6,10 @@ attention layer, hidden 128) with a large vocabulary, kernelizes it, notes its r
 forward+backward with labels and reads its peak resident memory (``ru_maxrss``): the growth is what the step adds.
 A second step is timed. The bytes are what the all-to-alls send to other ranks in one forward (the backward
 sends the same again), per GatedDeltaNet and per attention layer.
+
+``test_gated_deltanet_sp_modes`` compares the two ways a GatedDeltaNet layer runs under SP — Ulysses (heads) and
+context parallelism (state passing) — on a model of GatedDeltaNet layers only, at sp 2 and 4 and T from 4k to 32k:
+bytes sent per rank per layer in a forward, the time of a forward+backward, and the per-rank memory growth.
 """
 import json
 import os
@@ -32,7 +36,13 @@ def _rss_bytes() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def _rank(rank: int, sp_size: int, port: int, out: str) -> None:
+#: GatedDeltaNet layers only (no attention, whose cost is the same either way), a small vocabulary
+GDN_CONFIG = {**CONFIG, "vocab_size": 1024, "num_hidden_layers": 2, "layer_types": ["linear_attention"] * 2}
+GDN_T = [512] if QUICK else [4096, 8192, 16384, 32768]
+GDN_SP = [2] if QUICK else [2, 4]
+
+
+def _rank(rank: int, sp_size: int, port: int, out: str, config=None, T=T, gdn_sp=None) -> None:
     import torch.distributed as dist
 
     import sp_kernels
@@ -42,8 +52,9 @@ def _rank(rank: int, sp_size: int, port: int, out: str) -> None:
     torch.set_num_threads(1)
     if sp_size > 1:
         dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=sp_size)
-    model = quiet_transformers_import()(tiny_qwen3_5_config(**CONFIG))
-    sp_kernels.kernelize(model, sp_size=sp_size)
+    model = quiet_transformers_import()(tiny_qwen3_5_config(**(config or CONFIG)))
+    sp_kernels.kernelize(model, sp_size=sp_size, gated_deltanet_sp=gdn_sp)
+    V = model.config.vocab_size
     sent, layer = {}, ["loss"]
     for m in model.modules():
         if hasattr(m, "_sp_kernels"):
@@ -82,14 +93,14 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def run(sp_size: int) -> list[dict]:
+def run(sp_size: int, config=None, T=T, gdn_sp=None) -> list[dict]:
     """Start ``sp_size`` ranks; their results, one dict per rank."""
     import torch.multiprocessing as mp
 
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "rank")
         os.environ.setdefault("OMP_NUM_THREADS", "1")
-        mp.spawn(_rank, args=(sp_size, _free_port(), out), nprocs=sp_size, join=True)
+        mp.spawn(_rank, args=(sp_size, _free_port(), out, config, T, gdn_sp), nprocs=sp_size, join=True)
         ranks = []
         for r in range(sp_size):
             with open(f"{out}.{r}") as f:
@@ -107,3 +118,16 @@ def test_sp_memory(benchmark, sp_size):
         sp_size=sp_size, V=V, T=T, growth_bytes=max(r["growth"] for r in ranks),
         seconds=max(r["seconds"] for r in ranks), logits=ranks[0]["logits"],
         bytes_per_layer=ranks[0]["bytes_per_layer"])
+
+
+@pytest.mark.parametrize("T", GDN_T, ids=[f"T{t}" for t in GDN_T])
+@pytest.mark.parametrize("sp_size", GDN_SP)
+@pytest.mark.parametrize("mode", ["ulysses", "context"])
+def test_gated_deltanet_sp_modes(benchmark, mode, sp_size, T):
+    benchmark.group = "GatedDeltaNet under SP: Ulysses vs context parallelism, fp32 fwd+bwd"
+    ranks = []
+    benchmark.pedantic(lambda: ranks.append(run(sp_size, GDN_CONFIG, T, mode)), rounds=1, iterations=1)
+    ranks = ranks[0]
+    benchmark.extra_info["sp_mode"] = dict(
+        mode=mode, sp_size=sp_size, T=T, growth_bytes=max(r["growth"] for r in ranks),
+        seconds=max(r["seconds"] for r in ranks), bytes_per_layer=ranks[0]["bytes_per_layer"]["gated_deltanet"])

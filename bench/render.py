@@ -20,6 +20,9 @@ def load(path: Path):
         if "sp" in extra:  # bench_sp: one case per sp_size, its numbers per rank
             paired.append(extra["sp"])
             continue
+        if "sp_mode" in extra:  # bench_sp: GatedDeltaNet under SP, one case per (mode, sp_size, T)
+            paired.append(extra["sp_mode"])
+            continue
         if "model" in extra:  # bench_decode / bench_step: the model as users run it, ours and transformers'
             paired.append(extra["model"])
             continue
@@ -82,8 +85,17 @@ def table(rows, paired, ceil) -> str:
            f"{ceil.get('copy_gbps')} GB/s copy. Times are the best of each case's rounds.", ""]
     ratios = [p for p in paired if "ours_s" in p and "kind" not in p]
     scaling = [p for p in paired if "long_s" in p]
-    sp = sorted((p for p in paired if "sp_size" in p), key=lambda p: p["sp_size"])
+    sp = sorted((p for p in paired if "sp_size" in p and "mode" not in p), key=lambda p: p["sp_size"])
+    modes = sorted((p for p in paired if "mode" in p), key=lambda p: (p["sp_size"], p["T"], p["mode"]))
     out += model_table([p for p in paired if "kind" in p])
+    if modes:
+        out += ["### GatedDeltaNet under sequence parallelism: Ulysses (heads) vs context parallelism (state passing)",
+                "", "fp32, GatedDeltaNet layers only, gloo ranks on this machine; the largest rank's numbers.", "",
+                "| sp_size | T | mode | bytes sent per rank per layer, forward (MB) | fwd+bwd (s) | "
+                "peak memory growth per rank (MB) |", "|---|---|---|---|---|---|"]
+        out += [f"| {p['sp_size']} | {p['T']} | {p['mode']} | {p['bytes_per_layer'] / 2**20:.2f} | "
+                f"{p['seconds']:.2f} | {p['growth_bytes'] / 2**20:.0f} |" for p in modes]
+        out.append("")
     if sp:
         one = next((p for p in sp if p["sp_size"] == 1), None)
         out += [f"### sequence parallel, fp32 forward+backward with labels, V={sp[0]['V']} T={sp[0]['T']} "
@@ -143,7 +155,7 @@ def plot(rows, paired, path: Path, title: str) -> None:
     import matplotlib.pyplot as plt
 
     groups = sorted({r["group"] for r in rows})
-    sp = sorted((p for p in paired if "sp_size" in p), key=lambda p: p["sp_size"])
+    sp = sorted((p for p in paired if "sp_size" in p and "mode" not in p), key=lambda p: p["sp_size"])
     models = [p for p in paired if "kind" in p]
     paired = [p for p in paired if "ours_s" in p and "kind" not in p]
     panels = len(groups) + bool(paired) + bool(sp) + bool(models)
