@@ -114,14 +114,16 @@ class LayerContext:
 
 def sp_sizes(*, num_heads: int, num_kv_heads: int, linear_num_key_heads: int, linear_num_value_heads: int,
              candidates=(2, 4, 8, 16)) -> tuple[int, ...]:
-    """The sequence-parallel degrees among ``candidates`` whose head rules a model's layers meet (attention and
-    GatedDeltaNet under Ulysses), by the same checks kernelize makes."""
+    """The sequence-parallel degrees among ``candidates`` whose head rules a model's layers meet, by the same
+    checks kernelize makes: attention by Ulysses; GatedDeltaNet by Ulysses where its heads divide, else by context
+    parallelism (any heads)."""
     fits = []
     for sp_size in candidates:
         try:
             attention(num_heads=num_heads, num_kv_heads=num_kv_heads, head_dim=128, sp_size=sp_size)
+            mode, _ = gated_deltanet_sp(linear_num_key_heads, linear_num_value_heads, sp_size)
             gated_deltanet(num_k_heads=linear_num_key_heads, num_v_heads=linear_num_value_heads, head_k_dim=128,
-                           head_v_dim=128, conv_kernel=4, activation="silu", sp_size=sp_size)
+                           head_v_dim=128, conv_kernel=4, activation="silu", sp_size=sp_size, sp_mode=mode)
         except ValueError:
             continue
         fits.append(sp_size)
