@@ -27,7 +27,9 @@ def init(rank: int, world: int, port: int) -> None:
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
 
 
-def loss_and_grads(model, batch, sp_size=1):
+def loss_and_grads(model, batch, sp_size=1, group=None):
+    """Logits (gathered over the SP group), loss and the gradients' mean over the SP group (``group``: the default
+    group when it is the SP group)."""
     model.zero_grad(set_to_none=True)
     out = model(**batch)
     out.loss.backward()
@@ -35,7 +37,7 @@ def loss_and_grads(model, batch, sp_size=1):
     for name, p in model.named_parameters():
         g = p.grad if p.grad is not None else torch.zeros_like(p)
         if sp_size > 1:  # the contract: mean of the gradients over the SP group
-            dist.all_reduce(g, op=dist.ReduceOp.SUM)
+            dist.all_reduce(g, op=dist.ReduceOp.SUM, group=group)
             g = g / sp_size
         grads[name] = g
     logits = out.logits.detach()
@@ -373,20 +375,6 @@ def fsdp2_with_sp(rank: int, world: int, port: int) -> None:
         dist.destroy_process_group()
 
 
-def _sp_mean_grads(model, batch, sp):
-    """loss_and_grads under an SP group that is not the whole world: the gradients' mean over that group."""
-    model.zero_grad(set_to_none=True)
-    out = model(**batch)
-    out.loss.backward()
-    grads = {}
-    for name, p in model.named_parameters():
-        g = p.grad if p.grad is not None else torch.zeros_like(p)
-        dist.all_reduce(g, op=dist.ReduceOp.SUM, group=sp.group)
-        grads[name] = g / sp.size
-    T = batch["input_ids"].shape[1]
-    return sp_kernels.sp_gather(model, out.logits.detach(), seq_len=T), out.loss.detach(), grads
-
-
 def data_parallel_sp_groups(rank: int, world: int, port: int) -> None:
     """4 ranks, sp_size=2 without a group: kernelize forms the SP groups [0, 1] and [2, 3] and says which data
     each feeds; a ("dp", "sp") DeviceMesh gives the same; each group's loss and gradients are sp_size=1's on its
@@ -407,7 +395,8 @@ def data_parallel_sp_groups(rank: int, world: int, port: int) -> None:
             sp = getattr(model.model, SP_GROUP)
             assert sp.rank == rank % 2 and dist.get_process_group_ranks(sp.group) == [rank // 2 * 2, rank // 2 * 2 + 1]
             for kind, batch in batches(19 + report.dp_rank):  # each SP group its own batch
-                check(f"dp x sp {kind} group={type(group).__name__} rank {rank}", _sp_mean_grads(model, batch, sp),
+                check(f"dp x sp {kind} group={type(group).__name__} rank {rank}",
+                      loss_and_grads(model, batch, sp.size, sp.group),
                       loss_and_grads(single, batch), torch.float64)
         wide = build("qwen3_5", torch.float64, **{**SP_CONFIG, "linear_num_key_heads": 8})  # heads divide by 8
         try:
