@@ -17,3 +17,4 @@ def pytest_benchmark_update_machine_info(config, machine_info):
     _READINGS.append(ceilings())
     machine_info["sp_kernels_ceilings"] = {key: max(r[key] for r in _READINGS) for key in _READINGS[0]}
     machine_info["sp_kernels_device"] = PROFILE.describe()
+    machine_info["sp_kernels_device_type"] = PROFILE.type

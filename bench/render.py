@@ -1,6 +1,8 @@
 """Render pytest-benchmark JSON as a comparison table (Markdown) and a PNG plot.
 
     python bench/render.py bench/results/latest.json   # writes latest.md and latest.png beside it
+    python bench/render.py bench/results/sp.json --sp-table   # also stores the GatedDeltaNet SP modes' times
+                                                              # the SP mode rule reads (sp_kernels/_contexts.py)
 """
 from __future__ import annotations
 
@@ -213,10 +215,36 @@ def plot(rows, paired, path: Path, title: str) -> None:
     fig.savefig(path, dpi=90)
 
 
+def sp_table(path: Path, paired) -> Path:
+    """Store the fwd+bwd seconds of both GatedDeltaNet SP modes of this run under its device type, beside the other
+    device types' (``sp_kernels/dispatch/data/gated_deltanet_sp.json``)."""
+    from sp_kernels import _contexts
+
+    data = json.loads(path.read_text())
+    info = data["machine_info"]
+    device_type = info.get("sp_kernels_device_type") or info["sp_kernels_device"].split()[0]
+    times = defaultdict(dict)
+    for case in paired:
+        if "mode" in case:
+            times[case["sp_size"], case["T"]][case["mode"]] = case["seconds"]
+    cases = [dict(sp_size=n, T=T, ulysses_s=round(t["ulysses"], 4), context_s=round(t["context"], 4))
+             for (n, T), t in sorted(times.items()) if {"ulysses", "context"} <= t.keys()]
+    if not cases:
+        raise SystemExit(f"error: {path} has no case of both GatedDeltaNet SP modes (bench --op sp)")
+    table = json.loads(_contexts.GDN_SP_MEASURED.read_text()) if _contexts.GDN_SP_MEASURED.exists() else {}
+    commit = (data.get("commit_info") or {}).get("id", "")[:7]
+    table[device_type] = dict(source=f"{path.name} of {data['datetime'][:10]} (commit {commit}): "
+                                     f"{info.get('sp_kernels_device', device_type)}, gloo ranks", cases=cases)
+    _contexts.GDN_SP_MEASURED.write_text(json.dumps(table, indent=1) + "\n")
+    return _contexts.GDN_SP_MEASURED
+
+
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     path = Path(argv[0])
     rows, paired, ceil, device = load(path)
+    if "--sp-table" in argv[1:]:
+        print(f"wrote {sp_table(path, paired)}")
     md = table(rows, paired, ceil)
     path.with_suffix(".md").write_text(md + "\n")
     plot(rows, paired, path.with_suffix(".png"), f"sp-kernels microbenchmarks on {device}")

@@ -6,7 +6,10 @@ sequence, so the shapes here are the local heads and the global length.
 """
 from __future__ import annotations
 
+import functools
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 
@@ -31,23 +34,75 @@ def kv_replicas(num_kv_heads: int, sp_size: int) -> int:
                      "(key/value heads are replicated when they divide sp_size)")
 
 
-#: how GatedDeltaNet layers run under sequence parallelism (None: chosen from the heads)
+#: how GatedDeltaNet layers run under sequence parallelism (None: chosen by :func:`gated_deltanet_sp`)
 GDN_SP_MODES = (None, "ulysses", "context")
 
+#: fwd+bwd seconds of both modes per device type and sp_size, from ``bench --op sp`` (written by
+#: ``python bench/render.py bench/results/sp.json --sp-table``)
+GDN_SP_MEASURED = Path(__file__).resolve().parent / "dispatch" / "data" / "gated_deltanet_sp.json"
 
-def gated_deltanet_sp(num_k_heads: int, num_v_heads: int, sp_size: int, choice: str | None = None) -> tuple[str, str]:
-    """``(mode, why)`` for a GatedDeltaNet layer under SP: ``"ulysses"`` (heads) where the linear heads divide by
-    ``sp_size``, else ``"context"`` (state passing); ``choice`` forces one (Ulysses still needs the heads to
-    divide: the ValueError names them)."""
+
+@functools.cache
+def _measured() -> dict:
+    return json.loads(GDN_SP_MEASURED.read_text())
+
+
+def gated_deltanet_sp(num_k_heads: int, num_v_heads: int, sp_size: int, choice: str | None = None, *,
+                      device_type: str = "cpu", kept: str | None = None) -> tuple[str, str]:
+    """``(mode, why)`` for a GatedDeltaNet layer under SP.
+
+    - ``choice`` forces a mode (Ulysses still needs the linear heads to divide: the ValueError names them).
+    - ``kept``: the delta rule a module marked ``_twinkle_npu_patched`` keeps. It has no context-parallel entry, so
+      the layer runs Ulysses, and its heads must divide.
+    - Otherwise ``"context"`` (state passing) where the heads do not divide by ``sp_size``; where they do, whichever
+      ran the faster forward+backward in ``bench --op sp`` on this device type at this ``sp_size``, at the longest
+      measured length (both modes' times grow linearly in T; only context parallelism's bytes do not); Ulysses
+      where it was not measured.
+    """
     if choice not in GDN_SP_MODES:
         raise ValueError(f"gated_deltanet_sp: expected one of {GDN_SP_MODES}, got {choice!r}")
-    if choice == "ulysses" or (choice is None and num_k_heads % sp_size == 0 and num_v_heads % sp_size == 0):
+    divides = num_k_heads % sp_size == 0 and num_v_heads % sp_size == 0
+    heads = f"its heads ({num_k_heads} key / {num_v_heads} value)"
+    if kept is not None:
+        if choice == "context" or not divides:
+            raise ValueError(
+                f"{'gated_deltanet_sp' if choice == 'context' else 'sp_size'}: the module keeps its delta rule "
+                f"{kept!r} (it is marked _twinkle_npu_patched), which has no context-parallel entry, so it runs by "
+                f"Ulysses: {heads} must divide by sp_size={sp_size}"
+                + ("" if divides else "; choose an sp_size that divides them, or kernelize without the marker"))
+        return "ulysses", (f"its delta rule {kept} is kept (marked _twinkle_npu_patched) and has no context-parallel "
+                           f"entry; {heads} divide by sp_size={sp_size}")
+    if choice == "ulysses" or (choice is None and divides):
         _local("linear_num_key_heads", num_k_heads, sp_size)
         _local("linear_num_value_heads", num_v_heads, sp_size)
-        return "ulysses", ("forced" if choice else f"its heads ({num_k_heads} key / {num_v_heads} value) divide by "
-                           f"sp_size={sp_size}: each rank runs its heads over the whole sequence")
-    return "context", ("forced" if choice else f"its heads ({num_k_heads} key / {num_v_heads} value) do not divide "
-                       f"by sp_size={sp_size}: each rank runs its tokens, passing the state to the next")
+    if choice is not None:
+        return choice, "forced"
+    if not divides:
+        return "context", (f"{heads} do not divide by sp_size={sp_size}: each rank runs its tokens, passing the "
+                           "state to the next")
+    cases = [c for c in _measured().get(device_type, {}).get("cases", []) if c["sp_size"] == sp_size]
+    if not cases:
+        return "ulysses", (f"{heads} divide by sp_size={sp_size}; context parallelism was not measured on "
+                           f"{device_type} at this sp_size (bench --op sp), so Ulysses, which runs no extra pass")
+    c = max(cases, key=lambda c: c["T"])
+    mode = "context" if c["context_s"] < c["ulysses_s"] else "ulysses"
+    return mode, (f"{heads} divide by sp_size={sp_size}; measured on {device_type} at T={c['T']} (bench --op sp), "
+                  f"fwd+bwd {c['ulysses_s']:.2f} s by Ulysses vs {c['context_s']:.2f} s by context parallelism")
+
+
+def gated_deltanet_sp_bytes(*, mode: str, sp_size: int, B: int, T: int, num_k_heads: int, num_v_heads: int,
+                            head_k_dim: int, head_v_dim: int, conv_kernel: int, itemsize: int) -> int:
+    """The bytes one rank sends to the others in one forward of a GatedDeltaNet layer (``bench --op sp`` counts
+    them). Ulysses: two all-to-alls of ``[B, T/N, channels]`` (q, k, v, b, a in; the output back), all but this
+    rank's ``1/N``. Context: the conv's last ``W - 1`` inputs and the fp32 ``[B, HV, K, V + K]`` transfer, to every
+    other rank, whatever ``T``."""
+    n = sp_size
+    conv_dim = 2 * num_k_heads * head_k_dim + num_v_heads * head_v_dim
+    if mode == "ulysses":
+        per_token = conv_dim + 2 * num_v_heads + num_v_heads * head_v_dim
+        return (n - 1) * B * (-(-T // n)) * per_token * itemsize // n
+    transfer = B * num_v_heads * head_k_dim * (head_v_dim + head_k_dim) * 4
+    return (n - 1) * (B * (conv_kernel - 1) * conv_dim * itemsize + transfer)
 
 
 def _seq(B, T) -> dict:

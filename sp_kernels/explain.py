@@ -41,7 +41,8 @@ def explain(device="cpu", *, sp_size: int = 1, ub_kib: int | None = None, dtype:
         if profile.type != "npu":
             raise ValueError(f"ub_kib: only an NPU profile has a Unified Buffer, not {profile.spec}")
         profile = profile.replace(ub_bytes=ub_kib * 1024, name=f"{profile.name}[UB {ub_kib} KiB]")
-    gdn_sp = _contexts.gated_deltanet_sp(shape.num_k_heads, shape.num_v_heads, sp_size)[0] if sp_size > 1 else None
+    gdn_sp = _contexts.gated_deltanet_sp(shape.num_k_heads, shape.num_v_heads, sp_size,
+                                         device_type=profile.type)[0] if sp_size > 1 else None
     contexts = {
         **_contexts.gated_deltanet(num_k_heads=shape.num_k_heads, num_v_heads=shape.num_v_heads,
                                    head_k_dim=shape.head_k_dim, head_v_dim=shape.head_v_dim,
@@ -108,12 +109,28 @@ def _sp_rule(selections: list[Selection]) -> list[str]:
     gdn = next(s for s in selections if s.op == "chunk_gated_delta_rule").context
     mode = gdn.options["sp_mode"]
     n = 1 if mode == "context" else ctx.sp_size  # the heads the kernels see: all of them, or this rank's
-    _, why = _contexts.gated_deltanet_sp(gdn.shapes["H"] * n, gdn.shapes["HV"] * n, ctx.sp_size)
+    H, HV = gdn.shapes["H"] * n, gdn.shapes["HV"] * n
+    _, why = _contexts.gated_deltanet_sp(H, HV, ctx.sp_size, device_type=ctx.device.type)
+    divides = H % ctx.sp_size == 0 and HV % ctx.sp_size == 0
+    if npu_kernel:
+        marked = (f"  (here {gdr.name}, an NPU kernel; it has no context-parallel entry, so a marked module runs by "
+                  + ("Ulysses)." if divides else "Ulysses, and kernelize refuses this sp_size: the heads do not divide)."))
+    else:
+        marked = f"  (here {gdr.name}: portable, so nothing is marked)."
+    T = gdn.shapes["T"] * (ctx.sp_size if mode == "context" else 1)  # the global length
+    sent = {m: _contexts.gated_deltanet_sp_bytes(
+        mode=m, sp_size=ctx.sp_size, B=gdn.shapes["B"], T=T, num_k_heads=H, num_v_heads=HV,
+        head_k_dim=gdn.shapes["K"], head_v_dim=gdn.shapes["V"], conv_kernel=conv.context.shapes["W"],
+        itemsize=ctx.dtype.itemsize) / 2**20 for m in ("ulysses", "context")}
+    bytes_line = (f"  bytes a rank sends per GatedDeltaNet layer, forward, at T={T}: Ulysses {sent['ulysses']:.1f} MB "
+                  f"(grows with T), context parallelism {sent['context']:.1f} MB (fixed)"
+                  + ("" if divides else " (Ulysses needs the heads to divide)") + ".")
     return [
         f"sequence parallel (sp_size={ctx.sp_size}): attention by Ulysses (local heads, the global length); "
         f"GatedDeltaNet by {'context parallelism' if mode == 'context' else 'Ulysses'}: {why}.",
+        bytes_line,
         f"  marker rule: a GatedDeltaNet module marked {NPU_MARKER} keeps the chunk_gated_delta_rule bound at",
-        f"  kernelize time (here {gdr.name}: {'an NPU kernel' if npu_kernel else 'portable, so nothing is marked'}).",
+        f"  kernelize time{marked[1:]}",
         "  causal_conv1d: a Triton conv whose launches overflow the Unified Buffer at these shapes is rejected and",
         f"  the torch conv1d runs instead; {verdict}",
         "",

@@ -107,7 +107,7 @@ def _bad(capsys, *argv) -> str:
     (["explain", "--num-k-heads", "-1"], "error: num_k_heads: expected a positive int, got -1"),
     (["explain", "--device", "npu", "--ub-kib", "0"], "error: ub_kib: expected a positive int, got 0"),
     (["explain", "--device", "tpu"], "error: device: unknown device type 'tpu'"),
-    (["explain", "--device", "npu:0"], "error: device: torch does not know 'npu:0' here"),
+    (["explain", "--device", "npu:0"], "error: device: npu:0 requested but torch_npu is not importable"),
     (["explain", "--sp-size", "x"], "python -m sp_kernels explain: error: argument --sp-size: invalid int value: 'x'"),
     (["explain", "--bogus"], "python -m sp_kernels: error: unrecognized arguments: --bogus"),
     (["demo", "--sp-size", "0"], "error: sp_size: expected a positive int, got 0"),

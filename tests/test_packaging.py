@@ -60,7 +60,7 @@ def test_the_wheel_holds_one_top_level_package_and_its_data(wheel):
     names = zipfile.ZipFile(wheel).namelist()
     tops = {n.split("/")[0] for n in names}
     assert {t for t in tops if not t.endswith(".dist-info")} == {TOP_LEVEL}
-    for data in ("ub_models.json", "compile_table.json", "UB_MODELS.md"):
+    for data in ("ub_models.json", "compile_table.json", "gated_deltanet_sp.json", "UB_MODELS.md"):
         assert f"sp_kernels/dispatch/data/{data}" in names
     assert not [n for n in names if n.startswith("sp_kernels/") and "/tests/" in n]
 

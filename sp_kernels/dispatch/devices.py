@@ -110,6 +110,8 @@ def resolve_profile(device: str | torch.device | DeviceProfile | None) -> Device
             names = ", ".join(s for s in known if s.startswith(kind + ":"))
             raise ValueError(f"device: unknown {kind} profile {model!r}; known: {names}")
         return known[device]
+    if kind == "npu":  # torch parses "npu" only once torch_npu is imported
+        return _detect_npu(int(model or 0), device)
     return detect(torch.device(device))
 
 
@@ -140,7 +142,7 @@ def detect(device: torch.device) -> DeviceProfile:
             max_grid=CUDA_MAX_GRID,
         )
     if device.type == "npu":
-        return _detect_npu(device)
+        return _detect_npu(device.index or 0, str(device))
     raise ValueError(f"device: unsupported device type {device.type!r}")
 
 
@@ -155,12 +157,13 @@ def npu_profile_for(arch: str) -> DeviceProfile:
     raise ValueError(f"device: unknown Ascend architecture {arch!r}")
 
 
-def _detect_npu(device: torch.device) -> DeviceProfile:
+def _detect_npu(index: int, device: str) -> DeviceProfile:
     try:
         import torch_npu  # noqa: F401
-    except Exception as exc:  # pragma: no cover - needs an NPU stack
-        raise RuntimeError(f"device: {device} requested but torch_npu is not importable ({exc})") from exc
+    except Exception as exc:
+        raise RuntimeError(f"device: {device} requested but torch_npu is not importable ({exc}); use a simulated "
+                           "profile such as 'npu:Ascend910B3' to explain selections") from exc
     if not torch.npu.is_available():  # pragma: no cover
         raise RuntimeError(f"device: {device} requested but no NPU is available")
-    arch = torch.npu.get_device_name(device.index or 0)  # pragma: no cover
+    arch = torch.npu.get_device_name(index)  # pragma: no cover
     return npu_profile_for(arch)  # pragma: no cover

@@ -138,8 +138,9 @@ def kernelize(model: torch.nn.Module, sp_size: int = 1, *, group=None, device=No
     for name, module, _, kind in found:  # heads must divide by sp_size: checked before anything else about SP
         compat.check_hub_kernels(name, module)
         if kind == "gated_deltanet" and sp_size > 1:
-            sp_modes[name] = _contexts.gated_deltanet_sp(module.num_k_heads, module.num_v_heads, sp_size,
-                                                         gated_deltanet_sp)[0]
+            sp_modes[name] = _contexts.gated_deltanet_sp(
+                module.num_k_heads, module.num_v_heads, sp_size, gated_deltanet_sp, device_type=profile.type,
+                kept=_kept_delta_rule(name, module))[0]
         _layer_contexts(module, kind, sp_size, sp_modes.get(name))
     for cls, kind in dict.fromkeys((type(module), kind) for _, module, _, kind in found):
         compat.check_forward(cls, FORWARDS[kind])  # transformers' forward has nothing ours would drop
@@ -244,8 +245,11 @@ def _bind(name, module, fam, kind, profile, sp, mode, force, sp_mode=None) -> Mo
     if kind == "attention" and getattr(module, "attention_dropout", 0.0) and grad:
         raise ValueError(f"model: attention_dropout={module.attention_dropout} is not supported by fusion_attention")
     contexts = _layer_contexts(module, kind, sp_size, sp_mode)
-    if kind == "gated_deltanet":
-        force = {**force, **_kept_delta_rule(name, module, sp, force)}
+    kept = _kept_delta_rule(name, module) if kind == "gated_deltanet" and sp is not None else None
+    if kept is not None:
+        if force.get("chunk_gated_delta_rule", kept) != kept:
+            raise ValueError(f"force: {name} is marked {NPU_MARKER}: its chunk_gated_delta_rule stays {kept!r}")
+        force = {**force, "chunk_gated_delta_rule": kept}
     ops = {op: OpBinding.create(op, LayerContext(op, profile, dtype, shapes, options, sp_size, grad), force.get(op))
            for op, (shapes, options) in contexts.items()}
     npu = profile.type == "npu" and any(
@@ -272,20 +276,18 @@ def _layer_contexts(module, kind, sp_size, sp_mode=None) -> dict:
                                head_dim=module.head_dim, rotary_dim=int(module.head_dim * factor), sp_size=sp_size)
 
 
-def _kept_delta_rule(name, module, sp, force) -> dict:
-    """The marker rule: under SP, a module marked ``_twinkle_npu_patched`` keeps its NPU delta rule."""
-    if sp is None or not getattr(module, NPU_MARKER, False):
-        return {}
+def _kept_delta_rule(name, module) -> str | None:
+    """The marker rule: under SP, a module marked ``_twinkle_npu_patched`` keeps the delta rule kernelize bound on
+    it (its name), and runs by Ulysses (:func:`sp_kernels._contexts.gated_deltanet_sp`)."""
+    if not getattr(module, NPU_MARKER, False):
+        return None
     previous = getattr(module, _BINDING, None)
     if previous is None:
         raise ValueError(
             f"model: {name} is marked {NPU_MARKER} by another patcher; kernelize cannot keep a kernel it did not "
             "bind. Kernelize the model on the NPU first (sp_size=1), or remove the marker"
         )
-    kept = previous.ops["chunk_gated_delta_rule"].dense.chosen.name
-    if force.get("chunk_gated_delta_rule", kept) != kept:
-        raise ValueError(f"force: {name} is marked {NPU_MARKER}: its chunk_gated_delta_rule stays {kept!r}")
-    return {"chunk_gated_delta_rule": kept}
+    return previous.ops["chunk_gated_delta_rule"].dense.chosen.name
 
 
 def _masked_attention(eager_attention_forward, attn_implementation: str):

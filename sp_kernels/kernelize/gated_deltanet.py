@@ -221,21 +221,9 @@ def _context_parallel(self, binding, hidden_states, batch, cache_params):
     batch = _sp_batch(self, batch, cache_params)
     B, S, _ = hidden_states.shape
     W = self.conv_kernel_size
-    if S < W - 1:
-        raise NotImplementedError(f"sp_size: {S} tokens per rank, fewer than the conv's history ({W - 1}): context "
-                                  "parallelism needs a longer sequence or fewer ranks")
     segments = _Segments.of(batch.cu_seqlens, sp.rank, S, B)
     mixed_qkv, z, b, a = binding.project(self, hidden_states)
-
-    # the conv: the previous rank's last W - 1 inputs as history of this rank's first sequence (zeros where it
-    # starts here)
-    # Every rank's result depends on both gathers, with zero weight where it uses nothing of them: their backward
-    # is a collective that every rank must join.
-    tails = from_every_rank(mixed_qkv[:, S - (W - 1):], sp)  # [N, B, W - 1, C]
-    halo = tails[sp.rank - 1] * float(segments.continues)
-    if segments.continues and segments.start > sp.rank * S - (W - 1):  # the sequence began inside the halo
-        before = torch.arange(sp.rank * S - (W - 1), sp.rank * S, device=halo.device) < segments.start
-        halo = halo.masked_fill(before[None, :, None], 0)
+    halo = _conv_halo(mixed_qkv, W - 1, segments, sp)
     x = torch.cat([halo, mixed_qkv], dim=1)
     packed = segments.cu is not None
     conv = binding.ops["causal_conv1d"].fn(packed, S + W - 1)
@@ -271,6 +259,22 @@ def _context_parallel(self, binding, hidden_states, batch, cache_params):
     core, _ = delta_rule(query, key, value, g, beta, scale=scale, initial_state=initial, output_final_state=False,
                          cu_seqlens=segments.cu, use_qk_l2norm_in_kernel=True)
     return _output(self, core, z)
+
+
+def _conv_halo(mixed_qkv: torch.Tensor, width: int, segments: "_Segments", sp: SPGroup) -> torch.Tensor:
+    """The ``width`` conv inputs before this rank's first token, zero where they precede its first sequence (or the
+    row): every rank's last ``min(S, width)`` inputs, gathered, so the history may span several earlier ranks when
+    ranks hold fewer tokens than it. Every rank's halo depends on the gather (with zero weight where it uses
+    nothing of it): its backward is a collective that every rank must join."""
+    B, S, C = mixed_qkv.shape
+    L = min(S, width)
+    tails = from_every_rank(mixed_qkv[:, S - L:], sp)  # [N, B, L, C]
+    # the tails in rank order, after `width` zero rows: rows [r * L, r * L + width) are the `width` before rank r
+    history = torch.cat([mixed_qkv.new_zeros(B, width, C), *tails.unbind(0)], dim=1)
+    halo = history[:, sp.rank * L:sp.rank * L + width]
+    first = sp.rank * S  # the global position of this rank's first token
+    before = torch.arange(first - width, first, device=halo.device) < max(segments.start, 0)
+    return halo.masked_fill(before[None, :, None], 0)
 
 
 @dataclass(frozen=True)

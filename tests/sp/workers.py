@@ -546,8 +546,11 @@ def context_parallel(rank: int, world: int, port: int) -> None:
             return dict(input_ids=ids, position_ids=torch.cat([torch.arange(n) for n in lengths])[None], labels=ids)
 
         shard = 6
+        tiny = torch.randint(0, 96, (2, 5), generator=torch.Generator().manual_seed(5))
+        # "few": 2 tokens per rank at 4 ranks, fewer than the conv's history (3): it spans earlier ranks
         cases = [*batches(22), ("borders", packed([shard, 2 * shard, 1, shard - 1], 1)),
-                 ("short", packed([2, 1, 3 * shard - 4, 3, 2], 2))]
+                 ("short", packed([2, 1, 3 * shard - 4, 3, 2], 2)), ("few", dict(input_ids=tiny, labels=tiny)),
+                 ("few packed", packed([1, 5, 1], 3))]
         odd = {**SP_CONFIG, "linear_num_key_heads": 2, "linear_num_value_heads": 6, "num_key_value_heads": 2}
         # transformers' norms compute in float32 even in a float64 model, and the rows they see differ with the
         # sharding: against sp_size=1 the logits agree to float32 rounding; context and Ulysses (the same tokens per
