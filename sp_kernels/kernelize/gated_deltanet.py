@@ -291,9 +291,14 @@ class _Segments:
 
     @classmethod
     def of(cls, cu_seqlens, rank: int, S: int, B: int) -> "_Segments":
-        lo, hi = rank * S, (rank + 1) * S
         if cu_seqlens is None:
             return cls(None, rank > 0, 0, 0, 0)
+        return cls._packed(cu_seqlens, rank, S)
+
+    @classmethod
+    @torch.compiler.disable  # reads the boundaries' values: under torch.compile, graph breaks
+    def _packed(cls, cu_seqlens, rank: int, S: int) -> "_Segments":
+        lo, hi = rank * S, (rank + 1) * S
         bounds = [int(c) for c in cu_seqlens.tolist()]
         inside = [c for c in bounds if lo < c < hi]
         local = [lo, *inside, hi]

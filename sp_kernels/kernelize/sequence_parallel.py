@@ -62,6 +62,7 @@ class SPPreHook:
             raise NotImplementedError("attention_mask: under sequence parallelism a [B, T] padding mask, not "
                                       f"{type(mask).__name__} {list(getattr(mask, 'shape', []))}")
         pos = call.get("position_ids")
+        given = pos is not None  # positions may mark packed sequences; without them a row is one sequence
         if pos is None:
             pos = torch.arange(T, device=x.device).expand(B, T)
         cu = call.get("cu_seq_lens_q")
@@ -72,10 +73,10 @@ class SPPreHook:
             unpadded = mask.bool()
             x, pos, cu = _unpad(x, pos, unpadded)
             B, T = x.shape[:2]
-        elif cu is None:
-            cu = cu_seqlens_from_position_ids(pos)
-        else:
+        elif cu is not None:
             cu = cu.long()
+        elif given:
+            cu = cu_seqlens_from_position_ids(pos)
         for name in _FLASH_KWARGS:
             call.pop(name, None)
 

@@ -82,3 +82,7 @@ def test_the_trainer_over_dp_and_sp_equals_one_process(tmp_path):
 @pytest.mark.parametrize("world", [2, 4])
 def test_context_parallel_gated_deltanet(world):
     spawn(workers.context_parallel, world)
+
+
+def test_compiled_fullgraph_equals_eager():
+    spawn(workers.compiled, 2)
