@@ -221,44 +221,58 @@ def _context_parallel(self, binding, hidden_states, batch, cache_params):
     batch = _sp_batch(self, batch, cache_params)
     B, S, _ = hidden_states.shape
     W = self.conv_kernel_size
-    segments = _Segments.of(batch.cu_seqlens, sp.rank, S, B)
-    mixed_qkv, z, b, a = binding.project(self, hidden_states)
-    halo = _conv_halo(mixed_qkv, W - 1, segments, sp)
-    x = torch.cat([halo, mixed_qkv], dim=1)
+    segments = _Segments.of(batch.cu_seqlens, sp.rank, S, hidden_states.device)
     packed = segments.cu is not None
+    mixed_qkv, z, b, a = binding.project(self, hidden_states)
+
+    # the conv: the W - 1 inputs before this rank's first token as its first sequence's history
+    x = torch.cat([_conv_halo(mixed_qkv, W - 1, segments, sp), mixed_qkv], dim=1)
     conv = binding.ops["causal_conv1d"].fn(packed, S + W - 1)
-    weight = self.conv1d.weight.squeeze(1)
-    mixed_qkv, _ = conv(x, weight, bias=self.conv1d.bias, activation=self.activation, initial_state=None,
-                        output_final_state=False, cu_seqlens=None if not packed else segments.cu + (W - 1) * (
-                            torch.arange(segments.cu.numel(), device=segments.cu.device) > 0))
+    mixed_qkv, _ = conv(x, self.conv1d.weight.squeeze(1), bias=self.conv1d.bias, activation=self.activation,
+                        initial_state=None, output_final_state=False,
+                        cu_seqlens=segments.cu + (W - 1) * (segments.cu > 0) if packed else None)
     mixed_qkv = mixed_qkv[:, W - 1:]
 
-    # the delta rule: (A, S_ext) of this rank's last sequence from a zero state, gathered; the first sequence
-    # starts from the fold of the earlier ranks' it spans
     query, key, value = torch.split(mixed_qkv, [self.key_dim, self.key_dim, self.value_dim], dim=-1)
     query = query.reshape(B, S, -1, self.head_k_dim)
     key = key.reshape(B, S, -1, self.head_k_dim)
     value = value.reshape(B, S, -1, self.head_v_dim)
     beta, g = _gates(b, a, self.A_log, self.dt_bias)
-    delta_rule = binding.ops["chunk_gated_delta_rule"].fn(packed, S)
     scale = self.head_k_dim**-0.5
-    K, V, HV = self.head_k_dim, self.head_v_dim, value.shape[2]
-    dtype = compute_dtype(value.dtype)
-    last = slice(segments.last_start, S)
-    eye = torch.eye(K, dtype=dtype, device=value.device).expand(B, HV, K, K)
-    _, transfer = delta_rule(query[:, last], key[:, last], torch.cat([value[:, last], value.new_zeros(
-        B, S - segments.last_start, HV, K)], dim=-1), g[:, last], beta[:, last], scale=scale,
-        initial_state=torch.cat([eye.new_zeros(B, HV, K, V), eye], dim=-1), output_final_state=True,
-        cu_seqlens=None, use_qk_l2norm_in_kernel=True)  # [B, HV, K, V + K] = [S_ext | A]
-    every = from_every_rank(transfer, sp)  # [N, B, HV, K, V + K]
-    state = every[0, ..., :V] * 0.0
-    for j in range(segments.first_rank, sp.rank if segments.continues else 0):
-        state = every[j, ..., V:] @ state + every[j, ..., :V]
-    n_seq = 1 if segments.cu is None else segments.cu.numel() - 1
-    initial = state if not packed else torch.cat([state, state.new_zeros(n_seq - 1, HV, K, V)])
+    state = _first_state(binding, query, key, value, g, beta, scale, segments, sp)
+    initial = state if not packed else state * (
+        torch.arange(segments.cu.numel() - 1, device=state.device) == segments.first)[:, None, None, None]
+    delta_rule = binding.ops["chunk_gated_delta_rule"].fn(packed, S)
     core, _ = delta_rule(query, key, value, g, beta, scale=scale, initial_state=initial, output_final_state=False,
                          cu_seqlens=segments.cu, use_qk_l2norm_in_kernel=True)
     return _output(self, core, z)
+
+
+def _first_state(binding, query, key, value, g, beta, scale, segments: "_Segments", sp: SPGroup) -> torch.Tensor:
+    """The state this rank's first sequence starts from ``[B, HV, K, V]``: each rank's ``(A, S_ext)`` of its last
+    sequence from a zero state — one chunked call with state ``[0 | I]`` and values ``[v | 0]`` — gathered, and
+    those of the earlier ranks the first sequence spans folded in rank order (zeros where it starts here)."""
+    B, S, HV, V = value.shape
+    K = key.shape[-1]
+    if torch.compiler.is_compiling():  # positions are data while tracing: the tokens before the last sequence
+        keep = (torch.arange(S, device=g.device) >= segments.last_start).to(g.dtype)[None, :, None]
+        tokens, g, beta = slice(0, S), g * keep, beta * keep  # become identities (no decay, no update)
+    else:
+        tokens = slice(int(segments.last_start), S)
+    n = S - tokens.start
+    eye = torch.eye(K, dtype=compute_dtype(value.dtype), device=value.device).expand(B, HV, K, K)
+    delta_rule = binding.ops["chunk_gated_delta_rule"].fn(False, n)
+    _, transfer = delta_rule(
+        query[:, tokens], key[:, tokens], torch.cat([value[:, tokens], value.new_zeros(B, n, HV, K)], dim=-1),
+        g[:, tokens], beta[:, tokens], scale=scale, initial_state=torch.cat([eye.new_zeros(B, HV, K, V), eye], -1),
+        output_final_state=True, cu_seqlens=None, use_qk_l2norm_in_kernel=True)  # [B, HV, K, V + K] = [S_ext | A]
+    every = from_every_rank(transfer, sp)  # [N, B, HV, K, V + K]
+    first_rank = segments.start // S  # where the first local token's sequence began
+    continues = segments.start < sp.rank * S
+    state = every[0, ..., :V] * 0.0
+    for j in range(sp.rank):
+        state = torch.where((j >= first_rank) & continues, every[j, ..., V:] @ state + every[j, ..., :V], state)
+    return state
 
 
 def _conv_halo(mixed_qkv: torch.Tensor, width: int, segments: "_Segments", sp: SPGroup) -> torch.Tensor:
@@ -273,35 +287,34 @@ def _conv_halo(mixed_qkv: torch.Tensor, width: int, segments: "_Segments", sp: S
     history = torch.cat([mixed_qkv.new_zeros(B, width, C), *tails.unbind(0)], dim=1)
     halo = history[:, sp.rank * L:sp.rank * L + width]
     first = sp.rank * S  # the global position of this rank's first token
-    before = torch.arange(first - width, first, device=halo.device) < max(segments.start, 0)
+    before = torch.arange(first - width, first, device=halo.device) < segments.start
     return halo.masked_fill(before[None, :, None], 0)
 
 
 @dataclass(frozen=True)
 class _Segments:
-    """This rank's tokens ``[r * S, (r + 1) * S)`` against the global sequences: ``cu`` the local boundaries
-    (``None``: each row one sequence over every rank), ``continues`` whether the first local token continues a
-    sequence begun on an earlier rank (``first_rank``), ``last_start`` where the last local sequence starts."""
+    """This rank's tokens ``[lo, lo + S)``, ``lo = rank * S``, against the global sequences, as tensors (computed
+    from the boundaries' values without reading them, so they trace):
+
+    - ``cu``: the local boundaries ``[n + 1]`` — the global ones clamped to this rank, so a sequence outside it is
+      empty here — or ``None`` (each row one sequence over every rank);
+    - ``start``: the global position where the first local token's sequence starts (``< lo``: it continues);
+    - ``last_start``: the local position where the last local sequence starts;
+    - ``first``: the index in ``cu`` of the sequence holding the first local token.
+    """
 
     cu: torch.Tensor | None
-    continues: bool
-    first_rank: int
-    last_start: int
-    start: int  # the global position where the first local token's sequence starts
+    start: torch.Tensor
+    last_start: torch.Tensor
+    first: torch.Tensor | None
 
     @classmethod
-    def of(cls, cu_seqlens, rank: int, S: int, B: int) -> "_Segments":
+    def of(cls, cu_seqlens, rank: int, S: int, device: torch.device) -> "_Segments":
         if cu_seqlens is None:
-            return cls(None, rank > 0, 0, 0, 0)
-        return cls._packed(cu_seqlens, rank, S)
-
-    @classmethod
-    @torch.compiler.disable  # reads the boundaries' values: under torch.compile, graph breaks
-    def _packed(cls, cu_seqlens, rank: int, S: int) -> "_Segments":
+            zero = torch.zeros((), dtype=torch.long, device=device)
+            return cls(None, zero, zero, None)
         lo, hi = rank * S, (rank + 1) * S
-        bounds = [int(c) for c in cu_seqlens.tolist()]
-        inside = [c for c in bounds if lo < c < hi]
-        local = [lo, *inside, hi]
-        start = max(c for c in bounds if c <= lo)  # where the sequence of the first local token starts
-        cu = torch.tensor(local, device=cu_seqlens.device, dtype=torch.long) - lo
-        return cls(cu, start < lo, start // S, local[-2] - lo, start)
+        cu = cu_seqlens.clamp(lo, hi) - lo
+        start = torch.where(cu_seqlens <= lo, cu_seqlens, 0).amax()
+        last_start = torch.where(cu_seqlens < hi, cu_seqlens, 0).amax().clamp(min=lo) - lo
+        return cls(cu, start, last_start, (cu == 0).sum() - 1)
