@@ -25,6 +25,9 @@ def load(path: Path):
         if "sp_mode" in extra:  # bench_sp: GatedDeltaNet under SP, one case per (mode, sp_size, T)
             paired.append(extra["sp_mode"])
             continue
+        if "compile" in extra:  # bench_compile: eager and compiled steps, paired
+            paired.append({"kind": "compile", **extra["compile"]})
+            continue
         if "model" in extra:  # bench_decode / bench_step: the model as users run it, ours and transformers'
             paired.append(extra["model"])
             continue
@@ -63,6 +66,28 @@ def model_table(models) -> list[str]:
                        f"{m['ops_free_ratio']:.2f}x | "
                        f"{1e3 * m['weights_floor_s']:.2f} ({m['weights_bytes'] / 2**20:.0f} MB) | "
                        f"{'yes' if m['same_tokens'] else 'NO'} |")
+        out.append("")
+    compiled = [m for m in models if m["kind"] == "compile"]
+    if compiled:
+        out += [f"### torch.compile: training step fp32 fwd+bwd, Qwen3.5 4 layers hidden 256, fast decays "
+                f"({compiled[0]['rounds']} paired rounds, medians; inductor, fullgraph=True)", "",
+                "| T | ours eager (ms) | ours compiled (ms) | transformers eager (ms) | transformers compiled (ms) | "
+                "ours compiled / ours eager | ours compiled / transformers compiled | first call, ours / "
+                "transformers compiled (s) | forward runs per op in a compiled step (layers) |",
+                "|---|---|---|---|---|---|---|---|---|"]
+        for m in compiled:
+            sec, first, t = m["seconds"], m["first_call_seconds"], m["targets"] or {}
+
+            def against(key):
+                verdict = "" if key not in t else f" (target <= {t[key]}x: {'met' if m[key] <= t[key] else 'not met'})"
+                return f"{m[key]:.2f}x{verdict}"
+
+            runs = ", ".join(f"{op} {n}" for op, n in sorted(m["forward_runs"].items()))
+            out.append(f"| {m['T']} | {1e3 * sec['ours eager']:.0f} | {1e3 * sec['ours compiled']:.0f} | "
+                       f"{1e3 * sec['transformers eager']:.0f} | {1e3 * sec['transformers compiled']:.0f} | "
+                       f"{against('vs_eager')} | {against('vs_transformers_compiled')} | "
+                       f"{first['ours compiled']:.1f} / {first['transformers compiled']:.1f} | {runs} "
+                       f"({m['layers']}) |")
         out.append("")
     for m in (m for m in models if m["kind"] == "step"):
         ratio = m["speedup"]
@@ -182,13 +207,19 @@ def plot(rows, paired, path: Path, title: str) -> None:
         ax.grid(alpha=0.3, axis="y")
     if models:  # next panel: the model-level ratios against their targets
         ax = axes.flat[int(bool(paired)) + int(bool(sp))]
-        labels = [f"decode hidden {m['hidden']}" if m["kind"] == "decode" else f"step T={m['T']}" for m in models]
-        ax.barh(labels, [1 / m["ratio"] if m["kind"] == "decode" else m["speedup"] for m in models])
+        labels = {"decode": lambda m: f"decode hidden {m['hidden']}", "step": lambda m: f"step T={m['T']}",
+                  "compile": lambda m: f"compiled vs eager T={m['T']}"}
+        speedups = {"decode": lambda m: 1 / m["ratio"], "step": lambda m: m["speedup"],
+                    "compile": lambda m: 1 / m["vs_eager"]}
+        targets = {"decode": lambda m: 1 / m["target"], "step": lambda m: m["target"],
+                   "compile": lambda m: 1 / m["targets"]["vs_eager"] if m["targets"] else None}
+        ax.barh([labels[m["kind"]](m) for m in models], [speedups[m["kind"]](m) for m in models])
         for i, m in enumerate(models):  # the target, as a speed-up
-            target = 1 / m["target"] if m["kind"] == "decode" else m["target"]
-            ax.plot([target, target], [i - 0.4, i + 0.4], color="r", lw=1.5)
+            target = targets[m["kind"]](m)
+            if target is not None:
+                ax.plot([target, target], [i - 0.4, i + 0.4], color="r", lw=1.5)
         ax.axvline(1.0, color="k", lw=0.8)
-        ax.set_xlabel("transformers time / our time (red: target)")
+        ax.set_xlabel("baseline time / our time (transformers; compiled: ours eager) (red: target)")
         ax.set_title("model level: decode ms/token, training step", fontsize=9)
         ax.grid(alpha=0.3, axis="x")
     for ax, group in zip(list(axes.flat)[bool(paired) + bool(sp) + bool(models):], groups):

@@ -23,6 +23,23 @@ SupportsFn = Callable[[Context], "tuple[bool, str]"]
 
 
 @dataclass(frozen=True)
+class Residuals:
+    """An implementation split at the tensors its backward needs, for torch.compile (``sp_kernels/_library.py``).
+
+    ``forward(*args)`` returns ``(outputs, saved)`` without recording autograd: the outputs as the implementation
+    returns them, and ``saved`` a list of tensors it computed (not its inputs). It runs on fake tensors too, so its
+    shapes follow the arguments' shapes. ``backward(saved, grads, needs, *args)`` returns the gradient of each
+    tensor argument (in order; ``None`` where ``needs`` is False) from the outputs' ``grads`` (``None`` where
+    absent): the implementation's own backward, no recomputation. Ordinary batches only (no ``cu_seqlens``), and
+    where ``applies(*args)`` (shapes and device, read while tracing) says so when given.
+    """
+
+    forward: Callable
+    backward: Callable
+    applies: Callable | None = None
+
+
+@dataclass(frozen=True)
 class Implementation:
     """One implementation of one op.
 
@@ -47,6 +64,7 @@ class Implementation:
     launches: Callable[[Context], tuple] | None = field(default=None, repr=False)
     selectable: bool = True
     description: str = ""
+    residuals: Residuals | None = field(default=None, repr=False)
 
     def __post_init__(self):
         if self.op not in OPS:

@@ -67,6 +67,26 @@ def test_a_kernelized_model_compiles_fullgraph_and_trains_as_eager(family, dtype
         torch.testing.assert_close(fn(input_ids=ids).logits, eager(input_ids=ids).logits, rtol=tol, atol=tol)
 
 
+def test_a_compiled_step_runs_each_forward_once_and_a_packed_one_recomputes():
+    """Ordinary batches: each op's node returns its implementation's residuals and its backward runs on them
+    (``<op>_saving``). Packed ones: the shapes follow the boundaries, the backward recomputes the forward (rotary,
+    per token, takes no boundaries)."""
+    from sp_kernels._library import FORWARD_RUNS
+    from sp_kernels.dispatch import OPS
+
+    model = build("qwen3_5")
+    sp_kernels.kernelize(model)
+    fn = torch.compile(model, fullgraph=True, backend="aot_eager")
+    ids = torch.randint(0, 96, (2, 45))
+    for batch, packed in ((dict(input_ids=ids, labels=ids), False), (packed_batch(flash_kwargs=True), True)):
+        torch._dynamo.reset()
+        fn(**batch).loss.backward()  # compiles
+        FORWARD_RUNS.clear()
+        fn(**batch).loss.backward()
+        runs = {op: 2 * (2 if packed and op != "apply_rotary_pos_emb" else 1) for op in OPS}  # 2 layers each
+        assert dict(FORWARD_RUNS) == runs, dict(FORWARD_RUNS)
+
+
 def test_an_attention_mask_of_ones_compiles_fullgraph():
     model = build("qwen3_5", torch.float32)
     sp_kernels.kernelize(model)

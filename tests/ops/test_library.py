@@ -4,6 +4,7 @@ import torch
 
 import sp_kernels  # noqa: F401  (defines the ops)
 from sp_kernels._library import LIBRARY
+from sp_kernels.dispatch import implementations
 
 F64 = torch.float64
 CU = torch.tensor([0, 3, 4, 11])  # packed: 3, 1 and 7 tokens
@@ -59,6 +60,41 @@ def test_the_custom_op_equals_the_implementation_forward_and_backward(op, impl):
     eager = eager if isinstance(eager, tuple) else (eager,)
     custom = LIBRARY[op].default(*args, impl)
     custom = custom if isinstance(custom, tuple) else (custom,)
+    weights = [torch.randn(o.shape, generator=gen, dtype=o.dtype) for o in eager]
+    ge = torch.autograd.grad(sum((o * w).sum() for o, w in zip(eager, weights)), leaves)
+    gc = torch.autograd.grad(sum((o * w).sum() for o, w in zip(custom, weights)), leaves)
+    for a, b in zip(eager, custom):
+        torch.testing.assert_close(b, a, rtol=1e-12, atol=1e-12)
+    for a, b in zip(ge, gc):
+        torch.testing.assert_close(b, a, rtol=1e-10, atol=1e-10)
+
+
+SPLIT = [(op, name) for op in LIBRARY for name, impl in implementations(op).items() if impl.residuals is not None]
+
+
+def test_every_op_has_a_split_implementation_here():
+    assert {op for op, _ in SPLIT} == set(LIBRARY)
+
+
+@pytest.mark.parametrize("op,impl", SPLIT)
+def test_opcheck_saving(op, impl):
+    """``<op>_saving`` (the forward's residuals out, the implementation's own backward on them)."""
+    args = cases(op, False, torch.Generator().manual_seed(2))
+    torch.library.opcheck(LIBRARY[op].saving, (*args, impl))
+
+
+@pytest.mark.parametrize("op,impl", SPLIT)
+def test_the_saving_op_equals_the_implementation_forward_and_backward(op, impl):
+    gen = torch.Generator().manual_seed(3)
+    args = cases(op, False, gen)
+    leaves = [a for a in args if isinstance(a, torch.Tensor) and a.requires_grad]
+    eager = implementations(op)[impl].fn(*args)
+    eager = eager if isinstance(eager, tuple) else (eager,)
+    library_op = LIBRARY[op]
+    out = library_op.saving(*args, impl)
+    custom, residuals = out[: library_op.outputs], out[-1]
+    inputs = [a for a in args if isinstance(a, torch.Tensor)]
+    assert not any(r.untyped_storage().data_ptr() == a.untyped_storage().data_ptr() for r in residuals for a in inputs)
     weights = [torch.randn(o.shape, generator=gen, dtype=o.dtype) for o in eager]
     ge = torch.autograd.grad(sum((o * w).sum() for o, w in zip(eager, weights)), leaves)
     gc = torch.autograd.grad(sum((o * w).sum() for o, w in zip(custom, weights)), leaves)

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import torch
 
-from sp_kernels.dispatch import Implementation, register
+from sp_kernels._library import function_backward
+from sp_kernels.dispatch import Implementation, Residuals, register
 
 
 def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, out: torch.Tensor, sign: float) -> None:
@@ -74,12 +75,35 @@ def _rotated(x, cos, sin):
     return out
 
 
+def forward_saving(q, k, cos, sin, unsqueeze_dim=1):
+    """:func:`rotary_torch` without autograd; its backward needs only the inputs: nothing saved."""
+    with torch.no_grad():
+        return rotary_torch(q, k, cos, sin, unsqueeze_dim), []
+
+
+def backward_saved(saved, grads, needs, q, k, cos, sin, unsqueeze_dim=1):
+    """``_Rotary``'s backward for ``q`` and for ``k``; ``cos`` and ``sin`` get the sum of both."""
+    cos_, sin_ = cos.unsqueeze(unsqueeze_dim), sin.unsqueeze(unsqueeze_dim)
+    got = [None, None, None, None]
+    for j, (x, g) in enumerate(zip((q, k), grads)):
+        if g is None:
+            continue
+        dx, dcos, dsin = function_backward(_Rotary, (g,), (x, cos_, sin_), (needs[j], needs[2], needs[3]))
+        got[j] = dx
+        for i, d in ((2, dcos), (3, dsin)):
+            if d is not None:
+                d = d.squeeze(unsqueeze_dim)
+                got[i] = d if got[i] is None else got[i] + d
+    return got
+
+
 register(
     Implementation(
         op="apply_rotary_pos_emb",
         name="torch",
         fn=rotary_torch,
         device_types=("cpu", "cuda", "npu"),
+        residuals=Residuals(forward_saving, backward_saved),
         description="x * cos + rotate_half(x) * sin over the first R dims, the rest passed through",
     )
 )

@@ -18,7 +18,8 @@ from __future__ import annotations
 import torch
 
 from sp_kernels import _varlen
-from sp_kernels.dispatch import Implementation, register
+from sp_kernels._library import function_backward
+from sp_kernels.dispatch import Implementation, Residuals, register
 
 TILE_BYTES = 1 << 20  # per scratch buffer; about the best from 0.5 to 4 MiB at D = 8192 on a 2-core CPU
 
@@ -163,12 +164,46 @@ def causal_conv1d_torch(
     return y, final
 
 
+def forward_saving(x, weight, bias=None, activation=None, initial_state=None, output_final_state=False,
+                   cu_seqlens=None):
+    """:func:`causal_conv1d_torch` of an ordinary batch without autograd; its backward needs only the inputs."""
+    if cu_seqlens is not None:
+        raise ValueError("cu_seqlens: forward_saving takes ordinary batches")
+    with torch.no_grad():
+        return causal_conv1d_torch(x, weight, bias, activation, initial_state, output_final_state), []
+
+
+def backward_saved(saved, grads, needs, x, weight, bias=None, activation=None, initial_state=None,
+                   output_final_state=False, cu_seqlens=None):
+    """``_CausalConv``'s backward, plus the final state's gradient (the last ``W - 1`` rows of ``[state | x]``)."""
+    dy, dfinal = grads
+    W = weight.shape[1]
+    left = None if initial_state is None else initial_state.transpose(1, 2)
+    need_x, need_w, need_b, need_state = needs[:4]
+    if dy is None:
+        dy = torch.zeros_like(x)
+    dx, dweight, dbias, dleft, _ = function_backward(
+        _CausalConv, (dy,), (x, weight, bias, left), (need_x, need_w, need_b, need_state and left is not None),
+        silu=activation in ("silu", "swish"))
+    if dfinal is not None and output_final_state and (need_x or need_state):
+        N, L, D = x.shape
+        d = torch.zeros(N, W - 1 + L, D, dtype=dfinal.dtype, device=x.device)  # over [state | x]
+        d[:, -(W - 1):] = dfinal.transpose(1, 2)
+        if need_x:
+            dx = dx + d[:, W - 1:].to(dx.dtype)
+        if need_state and left is not None:
+            dleft = d[:, : W - 1].to(left.dtype) if dleft is None else dleft + d[:, : W - 1].to(dleft.dtype)
+    dstate = None if dleft is None else dleft.transpose(1, 2)
+    return [dx, dweight, dbias, dstate, None]
+
+
 register(
     Implementation(
         op="causal_conv1d",
         name="torch",
         fn=causal_conv1d_torch,
         device_types=("cpu", "cuda", "npu"),
+        residuals=Residuals(forward_saving, backward_saved),
         description="channels-last shifted multiply-adds tiled over tokens, hand-written backward; packed via zero padding",
     )
 )

@@ -14,7 +14,8 @@ With ``gamma_i = exp(sum_{s <= i} g_s)`` inside a chunk and ``S0`` its incoming 
 
 The algorithm, forward and its hand-written backward, is ``chunk_autograd.ChunkGatedDeltaRule``: intra-chunk
 work is batched over blocks of chunks, only the state is scanned chunk by chunk (forward, and in reverse for
-the gradients). This module pads (``T`` to a multiple of ``C``, packed sequences to a batch) around it.
+the gradients). This module pads (``T`` to a multiple of ``C``, packed sequences to a batch) around it, and
+splits it at its saved tensors for torch.compile (:func:`forward_saving`, :func:`backward_saved`).
 """
 from __future__ import annotations
 
@@ -22,8 +23,9 @@ import torch
 
 from sp_kernels import _varlen
 from sp_kernels.kernels.chunk_gated_delta_rule.api import compute_dtype
-from sp_kernels.kernels.chunk_gated_delta_rule.chunk_autograd import CHUNK, ChunkGatedDeltaRule
-from sp_kernels.dispatch import Implementation, register
+from sp_kernels.kernels.chunk_gated_delta_rule.chunk_autograd import (CHUNK, ChunkGatedDeltaRule, chunk_backward,
+                                                                       chunk_forward)
+from sp_kernels.dispatch import Implementation, Residuals, register
 
 
 def chunk_gated_delta_rule_torch(
@@ -85,12 +87,56 @@ def chunk_gated_delta_rule_torch(
     return o.to(out_dtype), (state if output_final_state else None)
 
 
+def _padded(T: int) -> int:
+    return max(CHUNK, -(-T // CHUNK) * CHUNK)
+
+
+def _pad_time(x: torch.Tensor, T: int) -> torch.Tensor:
+    """``x [B, t, ...]`` with zeros after ``t`` up to ``T`` tokens."""
+    if x.shape[1] == T:
+        return x
+    return torch.cat([x, x.new_zeros((x.shape[0], T - x.shape[1]) + tuple(x.shape[2:]))], dim=1)
+
+
+def forward_saving(q, k, v, g, beta, scale, initial_state=None, output_final_state=False, cu_seqlens=None,
+                   use_qk_l2norm_in_kernel=False):
+    """``((o, final_state), saved)``: :func:`chunk_gated_delta_rule_torch` of an ordinary batch, without autograd,
+    and the tensors :func:`backward_saved` needs (those ``ChunkGatedDeltaRule`` saves)."""
+    if cu_seqlens is not None:
+        raise ValueError("cu_seqlens: forward_saving takes ordinary batches (packed shapes follow the boundaries)")
+    dtype = compute_dtype(q.dtype)
+    B, T, H, K = q.shape
+    HV, V = v.shape[2:]
+    padded = _padded(T)
+    q_, k_, v_, g_, beta_ = (_pad_time(x.to(dtype), padded) for x in (q, k, v, g, beta))
+    state = q_.new_zeros(B, HV, K, V) if initial_state is None else initial_state.to(dtype)
+    o, final, saved = chunk_forward(q_, k_, v_, g_, beta_, state, scale, use_qk_l2norm_in_kernel)
+    return (o[:, :T].to(v.dtype), final if output_final_state else None), saved
+
+
+def backward_saved(saved, grads, needs, q, k, v, g, beta, scale, initial_state=None, output_final_state=False,
+                   cu_seqlens=None, use_qk_l2norm_in_kernel=False):
+    """The gradients of :func:`forward_saving`'s tensor arguments (``q, k, v, g, beta, initial_state,
+    cu_seqlens``; ``None`` where ``needs`` says no) from its ``saved`` tensors and its outputs' ``grads``."""
+    do, dfinal = grads
+    dtype = compute_dtype(q.dtype)
+    B, T, H, K = q.shape
+    do = q.new_zeros(v.shape, dtype=dtype) if do is None else do.to(dtype)
+    dstate = dfinal.to(dtype) if dfinal is not None and output_final_state else None
+    dq, dk, dv, dg, dbeta, dstate_in = chunk_backward(saved, _pad_time(do, _padded(T)), dstate, scale,
+                                                      use_qk_l2norm_in_kernel, H, K)
+    got = [d[:, :T].to(x.dtype) for d, x in zip((dq, dk, dv, dg, dbeta), (q, k, v, g, beta))]
+    got += [None if initial_state is None else dstate_in.to(initial_state.dtype), None]
+    return [d if need else None for d, need in zip(got, needs)]
+
+
 register(
     Implementation(
         op="chunk_gated_delta_rule",
         name="torch",
         fn=chunk_gated_delta_rule_torch,
         device_types=("cpu", "cuda", "npu"),
+        residuals=Residuals(forward_saving, backward_saved),
         description="chunked torch (any device)",
     )
 )

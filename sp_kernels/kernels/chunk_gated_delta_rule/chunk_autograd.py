@@ -25,6 +25,7 @@ in cache; on CPU, fresh large allocations (page faults) cost as much as the arit
 from __future__ import annotations
 
 import torch
+from torch._subclasses.fake_tensor import FakeTensor
 
 CHUNK = 64
 _SAVED = 13  # tensors saved per block of chunks: (q, k, v, gc, beta, rq, rk), (qk, kk, tm, values, nw, h)
@@ -36,14 +37,18 @@ _EPS = 1e-6  # l2norm: x / sqrt(sum(x^2) + eps), as fla and transformers
 _CUTOFF = 30.0
 
 
-def _masks(C: int, dtype: torch.dtype, device: torch.device):
-    """``(lower, strict)``: float ``[C, C]`` masks of the lower and strictly lower triangle (cached per size, dtype
-    and device; rebuilding them with ``tril_`` on every call is measurable)."""
-    key = (C, dtype, device)
-    masks = _MASKS.get(key)
+def _masks(C: int, like: torch.Tensor):
+    """``(lower, strict)``: float ``[C, C]`` masks of the lower and strictly lower triangle in ``like``'s dtype and
+    device (cached per size, dtype and device: rebuilding them with ``tril_`` on every call is measurable; not for
+    fake tensors, which tracing makes and which do not mix with real ones)."""
+    fake = isinstance(like, FakeTensor)
+    key = (C, like.dtype, like.device)
+    masks = None if fake else _MASKS.get(key)
     if masks is None:
-        lower = torch.ones(C, C, dtype=dtype, device=device).tril_()
-        masks = _MASKS[key] = (lower, lower.tril(-1))
+        lower = like.new_ones(C, C).tril_()
+        masks = (lower, lower.tril(-1))
+        if not fake:
+            _MASKS[key] = masks
     return masks
 
 
@@ -75,7 +80,7 @@ def _unit_lower_inverse(na: torch.Tensor) -> torch.Tensor:
     b = _BLOCK if C % _BLOCK == 0 else C
     nb = C // b
     blocks = na.unflatten(-1, (nb, b)).unflatten(-3, (nb, b))  # [..., nb, b, nb, b]
-    n = blocks.diagonal(dim1=-4, dim2=-2).movedim(-1, -3) * _masks(b, na.dtype, na.device)[1]  # [..., nb, b, b]
+    n = blocks.diagonal(dim1=-4, dim2=-2).movedim(-1, -3) * _masks(b, na)[1]  # [..., nb, b, b]
     x = n + torch.eye(b, dtype=na.dtype, device=na.device)
     p, power = n, 2
     while power < b:
@@ -109,7 +114,7 @@ def _decay(gc: torch.Tensor) -> torch.Tensor:
     The upper triangle is zeroed before the exp (no overflow) and after it; a float mask is used because ``exp``
     of ``-inf`` and boolean ``masked_fill`` are several times slower on CPU.
     """
-    lower = _masks(gc.shape[-1], gc.dtype, gc.device)[0]
+    lower = _masks(gc.shape[-1], gc)[0]
     return _decay_exp((gc[..., :, None] - gc[..., None, :]).mul_(lower)).mul_(lower)
 
 
@@ -323,6 +328,51 @@ def _backward_block(prepared, saved, do_grad, dh, scale, l2norm, out):
     return (dg, dbeta), dh
 
 
+def chunk_forward(q, k, v, g, beta, state, scale: float, l2norm: bool):
+    """``(o, final_state, saved)``: the forward of :class:`ChunkGatedDeltaRule`, and the tensors its backward
+    needs (``_SAVED`` per block of chunks; :func:`chunk_backward` takes them)."""
+    inputs = (q, k, v, g, beta)
+    (B, T, H, K), (HV, V) = q.shape, v.shape[2:]
+    NC, BH, G, C = T // CHUNK, B * H, HV // H, CHUNK
+    o = v.new_empty(B, T, HV, V)
+    state = state.reshape(BH * G, K, V)
+    saved, step = [], _block_chunks(BH * G * C * V)
+    for n0 in range(0, NC, step):
+        nb, tokens = min(step, NC - n0), slice(n0 * C, min(n0 + step, NC) * C)
+        prepared = _prepare(inputs, tokens, scale, l2norm)
+        qk, kk = q.new_empty(nb, BH, 1, C, C), q.new_empty(nb, BH, 1, C, C)
+        values, nw = v.new_empty(nb, BH, G, C, V), v.new_empty(nb, BH, G, C, K)
+        h = v.new_empty(nb + 1, BH * G, K, V)  # h[n] enters chunk n of the block
+        h[0] = state
+        o_ = torch.empty_like(prepared[2])
+        tm = _forward_block(*prepared[:5], h, (qk, kk, values, nw, o_))
+        _store_chunks(o[:, tokens], o_)
+        state = h[nb]
+        saved += [*prepared, qk, kk, tm, values, nw, h]
+    return o, state.reshape(B, HV, K, V).clone(), saved
+
+
+def chunk_backward(saved, do_grad, dstate, scale: float, l2norm: bool, H: int, K: int):
+    """``(dq, dk, dv, dg, dbeta, dstate_in)`` from :func:`chunk_forward`'s ``saved``, ``do_grad [B, T, HV, V]`` and
+    the final state's gradient (``None``: zero)."""
+    B, T, HV, V = do_grad.shape
+    BH, C, G = B * H, CHUNK, HV // H
+    dh = saved[-1].new_zeros(BH * G, K, V) if dstate is None else dstate.reshape(BH * G, K, V)
+    grads = [do_grad.new_empty(B, T, H, K), do_grad.new_empty(B, T, H, K), do_grad.new_empty(B, T, H * G, V),
+             do_grad.new_empty(B, T, H * G), do_grad.new_empty(B, T, H * G)]
+    stop = T // C
+    for i in reversed(range(0, len(saved), _SAVED)):
+        block = saved[i : i + _SAVED]
+        nb = block[0].shape[0]
+        tokens = slice((stop - nb) * C, stop * C)
+        out = [_chunk_view(grad[:, tokens], g) for grad, g in zip(grads[:3], (1, 1, G))]
+        small, dh = _backward_block(block[:7], block[7:], do_grad[:, tokens], dh, scale, l2norm, out)
+        for grad, x in zip(grads[3:], small):
+            _store_chunks(grad[:, tokens], x)
+        stop -= nb
+    return (*grads, dh.reshape(B, BH * G // B, K, V))
+
+
 class ChunkGatedDeltaRule(torch.autograd.Function):
     """``o, final_state = f(q, k, v, g, beta, state, scale, l2norm)``.
 
@@ -336,44 +386,11 @@ class ChunkGatedDeltaRule(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, q, k, v, g, beta, state, scale, l2norm):
-        inputs = (q, k, v, g, beta)
-        (B, T, H, K), (HV, V) = q.shape, v.shape[2:]
-        NC, BH, G, C = T // CHUNK, B * H, HV // H, CHUNK
-        o = v.new_empty(B, T, HV, V)
-        state = state.reshape(BH * G, K, V)
-        saved, step = [], _block_chunks(BH * G * C * V)
-        for n0 in range(0, NC, step):
-            nb, tokens = min(step, NC - n0), slice(n0 * C, min(n0 + step, NC) * C)
-            prepared = _prepare(inputs, tokens, scale, l2norm)
-            qk, kk = q.new_empty(nb, BH, 1, C, C), q.new_empty(nb, BH, 1, C, C)
-            values, nw = v.new_empty(nb, BH, G, C, V), v.new_empty(nb, BH, G, C, K)
-            h = v.new_empty(nb + 1, BH * G, K, V)  # h[n] enters chunk n of the block
-            h[0] = state
-            o_ = torch.empty_like(prepared[2])
-            tm = _forward_block(*prepared[:5], h, (qk, kk, values, nw, o_))
-            _store_chunks(o[:, tokens], o_)
-            state = h[nb]
-            saved += [*prepared, qk, kk, tm, values, nw, h]
+        o, final, saved = chunk_forward(q, k, v, g, beta, state, scale, l2norm)
         ctx.save_for_backward(*saved)
-        ctx.scale, ctx.l2norm, ctx.shape = scale, l2norm, (B, T, H, G, K, V)
-        return o, state.reshape(B, HV, K, V).clone()
+        ctx.scale, ctx.l2norm, ctx.heads = scale, l2norm, q.shape[2:]
+        return o, final
 
     @staticmethod
     def backward(ctx, do_grad, dstate):
-        saved = ctx.saved_tensors
-        B, T, H, G, K, V = ctx.shape
-        BH, C = B * H, CHUNK
-        dh = saved[-1].new_zeros(BH * G, K, V) if dstate is None else dstate.reshape(BH * G, K, V)
-        grads = [do_grad.new_empty(B, T, H, K), do_grad.new_empty(B, T, H, K), do_grad.new_empty(B, T, H * G, V),
-                 do_grad.new_empty(B, T, H * G), do_grad.new_empty(B, T, H * G)]
-        stop = T // C
-        for i in reversed(range(0, len(saved), _SAVED)):
-            block = saved[i : i + _SAVED]
-            nb = block[0].shape[0]
-            tokens = slice((stop - nb) * C, stop * C)
-            out = [_chunk_view(grad[:, tokens], g) for grad, g in zip(grads[:3], (1, 1, G))]
-            small, dh = _backward_block(block[:7], block[7:], do_grad[:, tokens], dh, ctx.scale, ctx.l2norm, out)
-            for grad, x in zip(grads[3:], small):
-                _store_chunks(grad[:, tokens], x)
-            stop -= nb
-        return (*grads, dh.reshape(B, BH * G // B, K, V), None, None)
+        return (*chunk_backward(ctx.saved_tensors, do_grad, dstate, ctx.scale, ctx.l2norm, *ctx.heads), None, None)
