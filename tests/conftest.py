@@ -20,7 +20,8 @@ def pytest_collection_modifyitems(config, items):
 
 # transformers binds its GatedDeltaNet functions to flash-linear-attention at import time whenever `fla` imports,
 # and fla's Triton kernels cannot run on CPU tensors: the unpatched model, which the kernelize parity tests use as
-# their reference, would crash. This process therefore hides fla; tests/kernelize/test_fla_installed.py checks the
+# their reference, would crash. This process therefore hides fla;
+# tests/kernelize/test_transformers_compat.py::test_cpu_model_runs_after_kernelize_with_fla_installed checks the
 # behaviour with fla visible, in a subprocess.
 import sys  # noqa: E402
 

@@ -40,7 +40,8 @@ def chunk_gated_delta_rule_torch(
     cu_seqlens: torch.LongTensor | None = None,
     use_qk_l2norm_in_kernel: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    r"""Chunked gated delta rule in torch ops (see ``kernels.gated_delta_rule.api`` for the contract).
+    r"""Chunked gated delta rule in torch ops (see ``sp_kernels/kernels/chunk_gated_delta_rule/api.py`` for the
+    contract).
 
     Args:
         q, k: ``[B, T, H, K]``. v: ``[B, T, HV, V]``, ``HV % H == 0``. g, beta: ``[B, T, HV]``.

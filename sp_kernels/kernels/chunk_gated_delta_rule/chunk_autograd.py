@@ -24,6 +24,8 @@ in cache; on CPU, fresh large allocations (page faults) cost as much as the arit
 """
 from __future__ import annotations
 
+import math
+
 import torch
 from torch._subclasses.fake_tensor import FakeTensor
 
@@ -55,7 +57,7 @@ def _masks(C: int, like: torch.Tensor):
 _MASKS: dict = {}
 
 
-_TINY = 9.357622968840175e-14  # exp(-_CUTOFF)
+_TINY = math.exp(-_CUTOFF)
 
 
 def _flush_(t: torch.Tensor) -> torch.Tensor:
@@ -206,8 +208,8 @@ def _l2norm_backward(y, dy, r, scale: float, scratch: torch.Tensor, out: torch.T
 def _block_chunks(chunk_numel: int) -> int:
     """Chunks per block, from the elements of one chunk of ``v`` (``BH * G * C * V``): ~1 MiB per ``[block, BH, G,
     C, V]`` fp32 slice keeps temporaries and saved tensors small enough to be recycled by the allocator (large
-    fresh buffers cost page faults) and warm in cache (measured best of 2 to 32 chunks at H=8, K=V=128; re-measured
-    at H=4, G=2, T=4096: 2, 4, 8 and 16 chunks within the noise of a shared machine, so 4 is kept)."""
+    fresh buffers cost page faults) and warm in cache (on this CPU: the best of 2 to 32 chunks at H=8, K=V=128;
+    2 to 16 are within the noise at H=4, G=2, T=4096)."""
     return max(1, (1 << 18) // chunk_numel)
 
 

@@ -51,7 +51,8 @@ def naive_recurrent_gated_delta_rule(
     cu_seqlens: torch.LongTensor | None = None,
     use_qk_l2norm_in_kernel: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    r"""Gated delta rule, one token at a time (see ``kernels.gated_delta_rule.api`` for the contract).
+    r"""Gated delta rule, one token at a time (see ``sp_kernels/kernels/chunk_gated_delta_rule/api.py`` for the
+    contract).
 
     Args:
         q, k: ``[B, T, H, K]``. v: ``[B, T, HV, V]``, ``HV % H == 0``. g, beta: ``[B, T, HV]``.
