@@ -87,7 +87,7 @@ class LibraryOp:
         """Whether a traced call runs ``<op>_saving``: the implementation is split at its saved tensors, the batch
         is ordinary (packed shapes follow the boundaries' values) and a gradient is wanted."""
         residuals = check_impl_name(self.op, impl).residuals
-        if not SAVING or residuals is None or dict(zip(self.names, values)).get("cu_seqlens") is not None:
+        if residuals is None or dict(zip(self.names, values)).get("cu_seqlens") is not None:
             return False
         if residuals.applies is not None and not residuals.applies(*values):
             return False
@@ -169,7 +169,6 @@ class LibraryOp:
         return [values[i].new_empty(values[i].shape) if need else first.new_empty(_EMPTY)  # contiguous, as the kernel
                 for i, need in zip(self.tensors, needs)]
 
-
     # --- <op>_saving: the residuals out of the forward, the implementation's backward on them ---------------------
     def _split_forward(self, values) -> tuple[tuple, list]:
         *args, impl = values
@@ -233,7 +232,6 @@ def function_backward(function: type[torch.autograd.Function], grads, saved, nee
 
 
 LIBRARY: dict[str, LibraryOp] = {}
-SAVING = True
 #: how many times each op's forward ran inside compiled graphs (its node, or a backward recomputing it), for the
 #: benchmarks: a step whose ops all keep their residuals runs each forward once
 FORWARD_RUNS: Counter = Counter()
