@@ -53,13 +53,16 @@ def test_opcheck(op, impl, packed):
 def test_the_custom_op_equals_the_implementation_forward_and_backward(op, impl):
     gen = torch.Generator().manual_seed(1)
     args = cases(op, op != "apply_rotary_pos_emb", gen)
-    leaves = [a for a in args if isinstance(a, torch.Tensor) and a.requires_grad]
-    from sp_kernels.dispatch import implementations
+    custom = LIBRARY[op].default(*args, impl)
+    assert_equals_implementation(op, impl, args, custom if isinstance(custom, tuple) else (custom,), gen)
 
+
+def assert_equals_implementation(op, impl, args, custom, gen):
+    """``custom`` (a library op's outputs on ``args``) equals the implementation run directly, forward and backward
+    (random weights on the outputs)."""
+    leaves = [a for a in args if isinstance(a, torch.Tensor) and a.requires_grad]
     eager = implementations(op)[impl].fn(*args)
     eager = eager if isinstance(eager, tuple) else (eager,)
-    custom = LIBRARY[op].default(*args, impl)
-    custom = custom if isinstance(custom, tuple) else (custom,)
     weights = [torch.randn(o.shape, generator=gen, dtype=o.dtype) for o in eager]
     ge = torch.autograd.grad(sum((o * w).sum() for o, w in zip(eager, weights)), leaves)
     gc = torch.autograd.grad(sum((o * w).sum() for o, w in zip(custom, weights)), leaves)
@@ -87,18 +90,9 @@ def test_opcheck_saving(op, impl):
 def test_the_saving_op_equals_the_implementation_forward_and_backward(op, impl):
     gen = torch.Generator().manual_seed(3)
     args = cases(op, False, gen)
-    leaves = [a for a in args if isinstance(a, torch.Tensor) and a.requires_grad]
-    eager = implementations(op)[impl].fn(*args)
-    eager = eager if isinstance(eager, tuple) else (eager,)
     library_op = LIBRARY[op]
     out = library_op.saving(*args, impl)
-    custom, residuals = out[: library_op.outputs], out[-1]
+    custom, residuals = tuple(out[: library_op.outputs]), out[-1]
     inputs = [a for a in args if isinstance(a, torch.Tensor)]
     assert not any(r.untyped_storage().data_ptr() == a.untyped_storage().data_ptr() for r in residuals for a in inputs)
-    weights = [torch.randn(o.shape, generator=gen, dtype=o.dtype) for o in eager]
-    ge = torch.autograd.grad(sum((o * w).sum() for o, w in zip(eager, weights)), leaves)
-    gc = torch.autograd.grad(sum((o * w).sum() for o, w in zip(custom, weights)), leaves)
-    for a, b in zip(eager, custom):
-        torch.testing.assert_close(b, a, rtol=1e-12, atol=1e-12)
-    for a, b in zip(ge, gc):
-        torch.testing.assert_close(b, a, rtol=1e-10, atol=1e-10)
+    assert_equals_implementation(op, impl, args, custom, gen)
