@@ -96,3 +96,13 @@ def test_the_saving_op_equals_the_implementation_forward_and_backward(op, impl):
     inputs = [a for a in args if isinstance(a, torch.Tensor)]
     assert not any(r.untyped_storage().data_ptr() == a.untyped_storage().data_ptr() for r in residuals for a in inputs)
     assert_equals_implementation(op, impl, args, custom, gen)
+
+
+def test_the_delta_rule_saving_op_without_l2norm_equals_the_implementation():
+    """Without l2norm the torch delta rule saves no l2norm factors: its residuals are still a list of tensors."""
+    gen = torch.Generator().manual_seed(4)
+    args = cases("chunk_gated_delta_rule", False, gen)[:-1] + (False,)  # use_qk_l2norm_in_kernel
+    library_op = LIBRARY["chunk_gated_delta_rule"]
+    torch.library.opcheck(library_op.saving, (*args, "torch"))
+    custom = tuple(library_op.saving(*args, "torch")[: library_op.outputs])
+    assert_equals_implementation("chunk_gated_delta_rule", "torch", args, custom, gen)

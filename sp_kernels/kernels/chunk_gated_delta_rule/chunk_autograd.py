@@ -15,8 +15,8 @@ chunks (two matmuls per chunk: ``U``, then ``S'``), then the outputs batched. Ba
 states and of ``U``, then everything else by batched matmuls again (with ``dvb = Tm^T dU``: dL/dw = -dU S^T gives
 -dL/d(beta Gam k) = dvb S^T, and -dL/dA = dvb U^T, so ``w`` and ``u`` need no gradient matmuls of their own;
 ``dO`` and ``dvb`` are stacked by rows so that their products with ``S^T`` and ``U^T`` are two matmuls, not four).
-Saved for backward, per block: the chunked normalised inputs, the states, ``q k^T`` and ``k k^T`` (per
-query/key head), ``Tm``, ``U`` and ``-w``.
+Saved for backward, per block (:class:`Block`): the chunked normalised inputs, ``q k^T`` and ``k k^T`` (per
+query/key head), ``Tm``, ``U``, ``-w`` and the states.
 
 The optional L2 normalisation of q and k and the ``scale`` of q are folded in (forward and backward), and so
 is the ``[B, T, H, D]`` <-> chunk layout change, so autograd sees one node. Blocks keep temporaries small and
@@ -25,12 +25,12 @@ in cache; on CPU, fresh large allocations (page faults) cost as much as the arit
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 from torch._subclasses.fake_tensor import FakeTensor
 
 CHUNK = 64
-_SAVED = 13  # tensors saved per block of chunks: (q, k, v, gc, beta, rq, rk), (qk, kk, tm, values, nw, h)
 _BLOCK = 16  # diagonal block size of the explicit triangular inverse
 _EPS = 1e-6  # l2norm: x / sqrt(sum(x^2) + eps), as fla and transformers
 #: Decays below exp(-_CUTOFF) are exactly 0 in float32 (see :func:`_decay_exp`). exp(-30) = 9.4e-14 is six orders
@@ -155,14 +155,54 @@ def _scaled_chunks(x: torch.Tensor, scale: float, l2norm: bool):
     return y.flatten(1, 2), r.flatten(1, 2)
 
 
-def _prepare(inputs, tokens: slice, scale: float, l2norm: bool):
-    """One block's chunked operands ``(q, k, v, gc, beta, rq, rk)`` from the raw ``(q, k, v, g, beta)``
-    (``tokens`` a slice of whole chunks): q, k normalised (if ``l2norm``) and q scaled, ``gc = cumsum(g)`` per
-    chunk, ``rq, rk`` the l2norm factors ``(|x|^2 + eps)^-1/2`` (None without l2norm)."""
+class Chunks(NamedTuple):
+    """One block's operands in chunk layout ``[nb, B * H, G, C, *]`` (q, k with ``G = 1``)."""
+
+    q: torch.Tensor  #: normalised (with l2norm) and scaled ``[nb, BH, 1, C, K]``
+    k: torch.Tensor  #: normalised (with l2norm) ``[nb, BH, 1, C, K]``
+    v: torch.Tensor  #: ``[nb, BH, G, C, V]``
+    gc: torch.Tensor  #: ``cumsum(g)`` within each chunk ``[nb, BH, G, C]``
+    beta: torch.Tensor  #: ``[nb, BH, G, C]``
+    rq: torch.Tensor | None  #: q's l2norm factors ``(|q|^2 + eps)^-1/2`` ``[nb, BH, 1, C, 1]``; None without l2norm
+    rk: torch.Tensor | None  #: k's, the same
+
+
+class Block(NamedTuple):
+    """What the forward of one block of chunks saves for its backward: its :class:`Chunks` and these."""
+
+    q: torch.Tensor
+    k: torch.Tensor
+    v: torch.Tensor
+    gc: torch.Tensor
+    beta: torch.Tensor
+    rq: torch.Tensor | None
+    rk: torch.Tensor | None
+    qk: torch.Tensor  #: ``q k^T`` per key head ``[nb, BH, 1, C, C]``
+    kk: torch.Tensor  #: ``k k^T`` per key head ``[nb, BH, 1, C, C]``
+    tm: torch.Tensor  #: ``(I + A)^-1`` ``[nb, BH, G, C, C]``
+    values: torch.Tensor  #: ``U = u - w S`` ``[nb, BH, G, C, V]``
+    nw: torch.Tensor  #: ``-w`` ``[nb, BH, G, C, K]``
+    h: torch.Tensor  #: the state entering each chunk and the one leaving the block ``[nb + 1, BH * G, K, V]``
+
+
+def _saved_tensors(block: Block) -> list[torch.Tensor]:
+    """A block's saved tensors in :class:`Block`'s order, without the l2norm factors when there are none."""
+    return [x for x in block if x is not None]
+
+
+def _saved_blocks(saved, l2norm: bool) -> list[Block]:
+    """Each :class:`Block` in :func:`chunk_forward`'s ``saved`` (:func:`_saved_tensors` of each, concatenated)."""
+    fields = Block._fields if l2norm else tuple(f for f in Block._fields if f not in ("rq", "rk"))
+    n = len(fields)
+    return [Block(**{"rq": None, "rk": None, **dict(zip(fields, saved[i : i + n]))}) for i in range(0, len(saved), n)]
+
+
+def _prepare(inputs, tokens: slice, scale: float, l2norm: bool) -> Chunks:
+    """One block's :class:`Chunks` from the raw ``(q, k, v, g, beta)`` (``tokens`` a slice of whole chunks)."""
     q, k, v, g, beta = (x[:, tokens] for x in inputs)
     (q, rq), (k, rk) = _scaled_chunks(q, scale, l2norm), _scaled_chunks(k, 1.0, l2norm)
     v, g, beta = (_to_chunks(x, inputs[0].shape[2]) for x in (v, g, beta))
-    return q, k, v, g.cumsum_(-1), beta, rq, rk
+    return Chunks(q=q, k=k, v=v, gc=g.cumsum_(-1), beta=beta, rq=rq, rk=rk)
 
 
 def _wy(tm, v, k, beta, gam, u, nw) -> None:
@@ -213,14 +253,14 @@ def _block_chunks(chunk_numel: int) -> int:
     return max(1, (1 << 18) // chunk_numel)
 
 
-def _forward_block(q, k, v, gc, beta, h, saved):
-    """Chunks ``[n0, n1)``: q, k, v, gc, beta of the block, ``h`` the states ``[n1 - n0 + 1, BH * G, K, V]``
-    (``h[0]`` given, the rest written) and ``saved = (qk, kk, values, nw, o)`` of the block, written (``values``
-    first holds ``u``, then ``U = u - w S``; ``nw = -w``). Returns ``Tm``.
+def _forward_block(chunks: Chunks, h, *, qk, kk, values, nw, o):
+    """Chunks ``[n0, n1)``: ``h`` the states ``[n1 - n0 + 1, BH * G, K, V]`` (``h[0]`` given, the rest written);
+    ``qk, kk, values, nw`` (:class:`Block`) and the output ``o`` (chunk layout) are written (``values`` first holds
+    ``u``, then ``U = u - w S``). Returns ``Tm``.
 
     Only the state recurrence is sequential (two matmuls per chunk); the outputs ``o = (Gam q) h + P U`` are
     batched over the block once its states are known."""
-    qk, kk, values, nw, o = saved
+    q, k, v, gc, beta = chunks.q, chunks.k, chunks.v, chunks.gc, chunks.beta
     gam = _decay_exp(gc)
     kt = k.transpose(-1, -2)
     torch.matmul(q, kt, out=qk)
@@ -240,99 +280,151 @@ def _forward_block(q, k, v, gc, beta, h, saved):
     return tm
 
 
-def _backward_block(prepared, saved, do_grad, dh, scale, l2norm, out):
-    """Chunks ``[n0, n1)`` in reverse. ``prepared = (q, k, v, gc, beta, rq, rk)`` and ``saved = (qk, kk, tm,
-    values = U, nw = -w, h)`` sliced to the block (``h`` with ``n1 - n0 + 1`` states), ``do_grad [B, (n1 - n0) C,
-    HV, V]``, ``dh`` = dL/d(state leaving chunk n1 - 1) ``[BH * G, K, V]``, ``out`` the ``_chunk_view`` of the
-    block's dq, dk, dv (written). Returns the chunked ``(dg, dbeta)`` and dL/d(state entering chunk n0).
+class _Decays(NamedTuple):
+    """A block's decays, recomputed from ``gc`` in the backward."""
 
-    Only the reverse state recurrence is sequential (two matmuls per chunk); what does not feed it (the
-    ``(Gam q)^T dO`` and ``P^T dO`` terms before it, the state-facing gradients after it) is batched over the
-    block. After the scan, ``dO`` and ``dvb`` are stacked by rows, ``dx = [dO; dvb]`` ``[2C, V]`` per chunk and
-    value head, so that ``dx h^T = [dO h^T; dvb h^T]`` and ``dx U^T = [dO U^T; dvb U^T]`` are two matmuls rather
-    than four (``h``, the largest operand, is read once)."""
-    q, k, v, gc, beta, rq, rk = prepared
-    qk, kk, tm, values, nw, h = saved
+    gam: torch.Tensor  #: ``Gam = exp(gc)`` ``[nb, BH, G, C]``
+    kdecay: torch.Tensor  #: ``Gam_C / Gam`` ``[nb, BH, G, C]``
+    decay: torch.Tensor  #: ``D`` ``[nb, BH, G, C, C]``
+
+
+def _reverse_scan(block: Block, decays: _Decays, *, p, do_grad, dh):
+    """The gradients that flow through the state recurrence, in reverse: ``(dx, dvalues, dhs)`` with ``dx = [dO;
+    dvb]`` ``[nb, BH, G, 2C, V]`` (``dO`` filled from ``do_grad``, ``dvb`` left for :func:`_through_states`),
+    ``dvalues = dL/dU`` and ``dhs[n] = dL/dh[n]`` (``dhs[nb] = dh``, the gradient of the state leaving the block).
+
+    The ``(Gam q)^T dO`` and ``P^T dO`` terms are batched before the scan; the scan is two matmuls per chunk."""
+    v, h = block.v, block.h
     NC, BH, G, C, V = v.shape
-    K = q.shape[-1]
-    gam = _decay_exp(gc)
-    kdecay = _decay_exp(gc[..., -1:] - gc)
-    decay = _decay(gc)
-    p = qk * decay
-    qg = q * gam[..., None]
-    kd = k * kdecay[..., None]
-
+    K = block.q.shape[-1]
     dx = v.new_empty(NC, BH, G, 2 * C, V)  # [dO; dvb]
-    do, dvb = dx[..., :C, :], dx[..., C:, :]
+    do = dx[..., :C, :]
     dvalues = v.new_empty(NC, BH, G, C, V)  # dU = dL/dvalues
     _to_chunks(do_grad, BH // do_grad.shape[0], out=do)
     torch.bmm(_flat(p).transpose(-1, -2).flatten(0, 1), _flat(do).flatten(0, 1), out=dvalues.flatten(0, 2))
     # dhs[n] = dL/dh[n] (the state entering chunk n of the block); first its (Gam q)^T dO term, batched
     dhs = h.new_empty(NC + 1, BH * G, K, V)
     dhs[NC] = dh
+    qg = block.q * decays.gam[..., None]
     torch.bmm(qg.flatten(0, 2).transpose(-1, -2), do.flatten(0, 2), out=dhs[:NC].flatten(0, 1))
-    gam3 = gam[..., -1].flatten(1)[..., None, None]
+    del qg
+    kd = block.k * decays.kdecay[..., None]
+    gam3 = decays.gam[..., -1].flatten(1)[..., None, None]
     dhl = dhs.unbind(0)
-    steps = zip(*(x.unbind(0) for x in (_flat(dvalues), _flat(kd), _flat(nw).transpose(-1, -2), gam3)))
+    steps = zip(*(x.unbind(0) for x in (_flat(dvalues), _flat(kd), _flat(block.nw).transpose(-1, -2), gam3)))
     for i, (du, kd_, nwt, gc_) in reversed(list(enumerate(steps))):
         du.baddbmm_(kd_, dhl[i + 1])  # dU[n] += kd dh[n + 1]; dh[n] += Gam_C dh[n + 1] + (-w)^T dU[n]
         dhl[i].addcmul_(dhl[i + 1], gc_).baddbmm_(nwt, du)
-    del qg
-    # batched after the scan: dkd = U dh[n + 1]^T, dGam_C = <h[n], dh[n + 1]>, dvb = Tm^T dU (as [u | -w] =
-    # Tm [vb | -kbg]); since dL/d(-w) = dU h[n]^T, -dL/dkbg = Tm^T dU h[n]^T = dvb h[n]^T, and -dL/dA =
-    # dvb u^T + (-dL/dkbg) (-w)^T = dvb (u - w h[n])^T = dvb U^T
-    dh_next = dhs[1:].flatten(0, 1)
-    dkd = torch.bmm(values.flatten(0, 2), dh_next.transpose(-1, -2)).view_as(kd)
-    dh = dhs[0]
+    return dx, dvalues, dhs
+
+
+class _StateGrads(NamedTuple):
+    """The gradients that meet the states and ``U``, batched after :func:`_reverse_scan`."""
+
+    dkd: torch.Tensor  #: dL/dkd = U dh[n + 1]^T
+    dgam_c: torch.Tensor  #: dL/dGam_C = <h[n], dh[n + 1]>
+    dq_g: torch.Tensor  #: dL/d(Gam q) = dO h^T
+    dkbg: torch.Tensor  #: -dL/d(beta Gam k) = dvb h^T
+    dp: torch.Tensor  #: dL/dP = dO U^T
+    na: torch.Tensor  #: -dL/dA = dvb U^T (its strictly lower part is used)
+
+
+def _through_states(block: Block, *, dx, dvalues, dhs) -> _StateGrads:
+    """Batched after the scan; ``dvb = Tm^T dU`` is written into ``dx``'s lower half. As ``[u | -w] = Tm [vb |
+    -kbg]``: since dL/d(-w) = dU h[n]^T, -dL/dkbg = Tm^T dU h[n]^T = dvb h[n]^T, and -dL/dA = dvb u^T + (-dL/dkbg)
+    (-w)^T = dvb (u - w h[n])^T = dvb U^T. ``dx = [dO; dvb]`` is multiplied by ``h^T`` and ``U^T`` as two matmuls,
+    not four (``h``, the largest operand, is read once)."""
+    values, h, tm = block.values, block.h, block.tm
+    NC, BH, G, C, V = values.shape
+    K = block.q.shape[-1]
+    dvb = dx[..., C:, :]
+    dkd = torch.bmm(values.flatten(0, 2), dhs[1:].flatten(0, 1).transpose(-1, -2)).view(NC, BH, G, C, K)
     torch.bmm(tm.flatten(0, 2).transpose(-1, -2), dvalues.flatten(0, 2), out=dvb.flatten(0, 2))
     dx3 = dx.flatten(0, 2)
     y = torch.bmm(dx3, h[:NC].flatten(0, 1).transpose(-1, -2)).view(NC, BH, G, 2 * C, K)
     dgam_c = torch.linalg.vecdot(h[:NC].flatten(-2), dhs[1:].flatten(-2)).view(NC, BH, G)  # h still warm
-    dq_g, dkbg = y[..., :C, :], y[..., C:, :]  # dL/d(Gam q) = dO h^T, -dL/dkbg = dvb h^T
     z = torch.bmm(dx3, values.flatten(0, 2).transpose(-1, -2)).view(NC, BH, G, 2 * C, C)
-    dp, na = z[..., :C, :], z[..., C:, :]  # dL/dP = dO U^T, -dL/dA = dvb U^T (its strictly lower part is used)
-    del dhs, dvalues
-    scratch = v.new_empty(NC * BH * G * C * max(K, V))  # for the row dot products
+    return _StateGrads(dkd=dkd, dgam_c=dgam_c, dq_g=y[..., :C, :], dkbg=y[..., C:, :], dp=z[..., :C, :],
+                       na=z[..., C:, :])
+
+
+def _through_decays(block: Block, decays: _Decays, grads: _StateGrads, *, p, dvb, scratch):
+    """``(dqk, dkk, dgc, dbeta)``: the gradients of ``q k^T``, ``k k^T`` (negated), the cumulated gates and beta,
+    through ``P = (q k^T) D``, ``A = beta (k k^T) Ds``, ``Gam``, ``kd = k Gam_C / Gam`` and ``Gam_C``. Overwrites
+    ``p``, ``grads.dp`` and ``grads.na``."""
+    k, v, beta, kk = block.k, block.v, block.beta, block.kk
+    gam, kdecay, decay = decays.gam, decays.kdecay, decays.decay
     # D-chain: e = dL/dD * D; dqk = dP * D; dkk = dA * Ds * beta_i
-    e = p.mul_(dp)
-    dqk = dp.mul_(decay)
-    dkk = na.mul_(decay)  # -dA * Ds: the diagonal of D is 1, zeroed here, its upper triangle is 0
+    e = p.mul_(grads.dp)
+    dqk = grads.dp.mul_(decay)
+    dkk = grads.na.mul_(decay)  # -dA * Ds: the diagonal of D is 1, zeroed here, its upper triangle is 0
     dkk.diagonal(dim1=-2, dim2=-1).zero_()
     f = kk * dkk  # -dA * kk * Ds
-    kb = _rowdot(dkbg, k, scratch)  # -dL/dkbg . k
+    kb = _rowdot(grads.dkbg, k, scratch)  # -dL/dkbg . k
     dbeta = _rowdot(dvb, v, scratch).sub_(kb * gam).sub_(f.sum(-1))
     e.addcmul_(f, beta[..., :, None], value=-1)
     dkk.mul_(beta[..., :, None])  # -dL/dkk
-    del f, na
-
-    # dgc: through D (rows +, columns -), Gam (q and kbg), kd = k Gam_C / Gam and Gam_C; dg = reverse cumsum
-    kd_dot = _rowdot(dkd, k, scratch).mul_(kdecay)
-    dgc = e.sum(-1).sub_(e.sum(-2)).add_(_rowdot(dq_g, q, scratch).mul_(gam))
+    del f
+    # dgc: through D (rows +, columns -), Gam (q and kbg), kd = k Gam_C / Gam and Gam_C
+    kd_dot = _rowdot(grads.dkd, k, scratch).mul_(kdecay)
+    dgc = e.sum(-1).sub_(e.sum(-2)).add_(_rowdot(grads.dq_g, block.q, scratch).mul_(gam))
     dgc.sub_(kb.mul_(beta * gam)).sub_(kd_dot)
-    dgc[..., -1] += kd_dot.sum(-1) + dgam_c * gam[..., -1]
-    dg = dgc.flip(-1).cumsum(-1).flip(-1)
-    del e
+    dgc[..., -1] += kd_dot.sum(-1) + grads.dgam_c * gam[..., -1]
+    return dqk, dkk, dgc, dbeta
 
+
+def _input_grads(block: Block, decays: _Decays, grads: _StateGrads, *, dqk, dkk, dvb, scale, l2norm, scratch,
+                 out) -> None:
+    """dq, dk, dv of the raw inputs, written into ``out`` (``_chunk_view``s): through ``q k^T``, ``k k^T``,
+    ``Gam q``, ``beta Gam k``, ``kd``, ``beta v``, the l2norm and the scale. Overwrites ``grads.dq_g``, ``dkbg``
+    and ``dkd``."""
+    q, k, beta = block.q, block.k, block.beta
+    gam, kdecay = decays.gam, decays.kdecay
     dqk, dkk = _sum_groups(dqk), _sum_groups(dkk)
-    dq = (dqk @ k).add_(_sum_groups(dq_g.mul_(gam[..., None])))
+    dq = (dqk @ k).add_(_sum_groups(grads.dq_g.mul_(gam[..., None])))
     dk = dqk.transpose(-1, -2) @ q
     dkk3, k3 = dkk.flatten(0, 2), k.flatten(0, 2)
     dk.flatten(0, 2).baddbmm_(dkk3, k3, alpha=-1).baddbmm_(dkk3.transpose(-1, -2), k3, alpha=-1)  # kk = k k^T
-    dk.sub_(_sum_groups(dkbg.mul_((beta * gam)[..., None]))).add_(_sum_groups(dkd.mul_(kdecay[..., None])))
-    split = out[0].shape[1:3]  # (B, H)
+    dk.sub_(_sum_groups(grads.dkbg.mul_((beta * gam)[..., None]))).add_(
+        _sum_groups(grads.dkd.mul_(kdecay[..., None])))
+    dq_out, dk_out, dv_out = out
+    split = dq_out.shape[1:3]  # (B, H)
     if l2norm:
-        _l2norm_backward(q, dq, rq, scale, scratch, out=out[0])
-        _l2norm_backward(k, dk, rk, 1.0, scratch, out=out[1])
+        _l2norm_backward(q, dq, block.rq, scale, scratch, out=dq_out)
+        _l2norm_backward(k, dk, block.rk, 1.0, scratch, out=dk_out)
     else:
-        torch.mul(dq.unflatten(1, split), scale, out=out[0])
-        out[1].copy_(dk.unflatten(1, split))
-    torch.mul(dvb.unflatten(1, split), beta[..., None].unflatten(1, split), out=out[2])
+        torch.mul(dq.unflatten(1, split), scale, out=dq_out)
+        dk_out.copy_(dk.unflatten(1, split))
+    torch.mul(dvb.unflatten(1, split), beta[..., None].unflatten(1, split), out=dv_out)
+
+
+def _backward_block(block: Block, *, do_grad, dh, scale, l2norm, out):
+    """Chunks ``[n0, n1)`` in reverse. ``do_grad [B, (n1 - n0) C, HV, V]``, ``dh`` = dL/d(state leaving chunk
+    n1 - 1) ``[BH * G, K, V]``, ``out`` the ``_chunk_view`` of the block's dq, dk, dv (written). Returns the
+    chunked ``(dg, dbeta)`` and dL/d(state entering chunk n0).
+
+    Only the reverse state recurrence is sequential (:func:`_reverse_scan`); what does not feed it is batched over
+    the block (:func:`_through_states`, :func:`_through_decays`, :func:`_input_grads`)."""
+    gc, v = block.gc, block.v
+    NC, BH, G, C, V = v.shape
+    decays = _Decays(gam=_decay_exp(gc), kdecay=_decay_exp(gc[..., -1:] - gc), decay=_decay(gc))
+    p = block.qk * decays.decay
+    dx, dvalues, dhs = _reverse_scan(block, decays, p=p, do_grad=do_grad, dh=dh)
+    grads = _through_states(block, dx=dx, dvalues=dvalues, dhs=dhs)
+    dh = dhs[0]
+    del dhs, dvalues
+    dvb = dx[..., C:, :]
+    scratch = v.new_empty(NC * BH * G * C * max(block.q.shape[-1], V))  # for the row dot products
+    dqk, dkk, dgc, dbeta = _through_decays(block, decays, grads, p=p, dvb=dvb, scratch=scratch)
+    dg = dgc.flip(-1).cumsum(-1).flip(-1)  # g -> gc is a cumsum: its gradient is the reverse cumsum
+    _input_grads(block, decays, grads, dqk=dqk, dkk=dkk, dvb=dvb, scale=scale, l2norm=l2norm, scratch=scratch,
+                 out=out)
     return (dg, dbeta), dh
 
 
 def chunk_forward(q, k, v, g, beta, state, scale: float, l2norm: bool):
     """``(o, final_state, saved)``: the forward of :class:`ChunkGatedDeltaRule`, and the tensors its backward
-    needs (``_SAVED`` per block of chunks; :func:`chunk_backward` takes them)."""
+    needs: each block's :class:`Block` (:func:`_saved_tensors`), concatenated; :func:`chunk_backward` takes them."""
     inputs = (q, k, v, g, beta)
     (B, T, H, K), (HV, V) = q.shape, v.shape[2:]
     NC, BH, G, C = T // CHUNK, B * H, HV // H, CHUNK
@@ -341,16 +433,16 @@ def chunk_forward(q, k, v, g, beta, state, scale: float, l2norm: bool):
     saved, step = [], _block_chunks(BH * G * C * V)
     for n0 in range(0, NC, step):
         nb, tokens = min(step, NC - n0), slice(n0 * C, min(n0 + step, NC) * C)
-        prepared = _prepare(inputs, tokens, scale, l2norm)
+        chunks = _prepare(inputs, tokens, scale, l2norm)
         qk, kk = q.new_empty(nb, BH, 1, C, C), q.new_empty(nb, BH, 1, C, C)
         values, nw = v.new_empty(nb, BH, G, C, V), v.new_empty(nb, BH, G, C, K)
         h = v.new_empty(nb + 1, BH * G, K, V)  # h[n] enters chunk n of the block
         h[0] = state
-        o_ = torch.empty_like(prepared[2])
-        tm = _forward_block(*prepared[:5], h, (qk, kk, values, nw, o_))
+        o_ = torch.empty_like(chunks.v)
+        tm = _forward_block(chunks, h, qk=qk, kk=kk, values=values, nw=nw, o=o_)
         _store_chunks(o[:, tokens], o_)
         state = h[nb]
-        saved += [*prepared, qk, kk, tm, values, nw, h]
+        saved += _saved_tensors(Block(**chunks._asdict(), qk=qk, kk=kk, tm=tm, values=values, nw=nw, h=h))
     return o, state.reshape(B, HV, K, V).clone(), saved
 
 
@@ -359,16 +451,15 @@ def chunk_backward(saved, do_grad, dstate, scale: float, l2norm: bool, H: int, K
     the final state's gradient (``None``: zero)."""
     B, T, HV, V = do_grad.shape
     BH, C, G = B * H, CHUNK, HV // H
-    dh = saved[-1].new_zeros(BH * G, K, V) if dstate is None else dstate.reshape(BH * G, K, V)
+    dh = do_grad.new_zeros(BH * G, K, V) if dstate is None else dstate.reshape(BH * G, K, V)
     grads = [do_grad.new_empty(B, T, H, K), do_grad.new_empty(B, T, H, K), do_grad.new_empty(B, T, H * G, V),
              do_grad.new_empty(B, T, H * G), do_grad.new_empty(B, T, H * G)]
     stop = T // C
-    for i in reversed(range(0, len(saved), _SAVED)):
-        block = saved[i : i + _SAVED]
-        nb = block[0].shape[0]
+    for block in reversed(_saved_blocks(saved, l2norm)):
+        nb = block.v.shape[0]
         tokens = slice((stop - nb) * C, stop * C)
         out = [_chunk_view(grad[:, tokens], g) for grad, g in zip(grads[:3], (1, 1, G))]
-        small, dh = _backward_block(block[:7], block[7:], do_grad[:, tokens], dh, scale, l2norm, out)
+        small, dh = _backward_block(block, do_grad=do_grad[:, tokens], dh=dh, scale=scale, l2norm=l2norm, out=out)
         for grad, x in zip(grads[3:], small):
             _store_chunks(grad[:, tokens], x)
         stop -= nb
@@ -382,7 +473,7 @@ class ChunkGatedDeltaRule(torch.autograd.Function):
     dtype, ``T`` a multiple of ``CHUNK``. Returns o ``[B, T, HV, V]`` and the final state ``[B, HV, K, V]``.
     Inside, tensors are ``[nb, B * H, G, C, *]`` (q, k with ``G = 1``, broadcast over the value heads), processed
     in blocks of ``nb`` chunks (``_forward_block``, ``_backward_block``). Each block saves its own small tensors
-    (``_SAVED`` of them) rather than slices of full-size ones: on CPU, buffers of 32 MiB and more are fresh
+    (a :class:`Block`) rather than slices of full-size ones: on CPU, buffers of 32 MiB and more are fresh
     memory (page faults) on every call, small ones are recycled by the allocator.
     """
 
