@@ -10,72 +10,39 @@ from typing import Mapping
 
 from sp_kernels.dispatch.context import Context
 from sp_kernels.dispatch.devices import DeviceProfile
-from sp_kernels.dispatch.ub import COUNTED, Launch, estimate
-from sp_kernels._tiles import UNKNOWN_T, cdiv, check_dtype, grid, model_dtype, next_pow2
+from sp_kernels.dispatch.ub import Launch
+from sp_kernels._tiles import (GPU_REGISTER_TILE, MAX_TILE_ELEMENTS, UNKNOWN_T, cdiv, check_dtype, choose_tile,
+                               fill_cores, forward_and_backward, grid, next_pow2)
 
 FWD = "ours.causal_conv1d_fwd"
 BWD = "ours.causal_conv1d_bwd"
+#: the kernels this plan launches (their models are declared with the op)
+KERNELS = (FWD, BWD)
 
 
 def tile_config(profile: DeviceProfile, T: int, D: int, W: int, dtype, *, backward: bool = False) -> dict:
-    """``{"BT", "BD", "W"}`` for ``[*, T, D]`` inputs on ``profile`` (pure; no autotuning).
+    """``{"BT", "BD", "W"}`` for ``[*, T, D]`` inputs on ``profile`` (pure; no autotuning; the policy:
+    :func:`sp_kernels._tiles.choose_tile`).
 
     Candidates: ``BD`` a power of two in ``[16, 256]`` (at most ``next_pow2(D)``), ``BT`` in ``[1, 64]`` (at most
-    ``next_pow2(T)``), at most 8192 elements a tile.
-
-    * NPU: the tile must fit the Unified Buffer by the ``ours.causal_conv1d_fwd`` / ``_bwd`` model; tiles that fit
-      double-buffered are preferred, then the larger tile, then the wider ``BD`` (contiguous rows). If the tile
-      leaves vector cores idle (fewer work items than cores), ``BD`` then ``BT`` are halved while that helps.
-    * CUDA: the largest tile (``BT <= 64``, ``BD <= 128``, <= 4096 elements: register tiles at 4 warps) whose
-      model bytes fit the per-block shared memory.
-    * CPU (the Triton interpreter, tests): small tiles ``BT=16, BD=32`` that exercise tails and masks.
+    ``next_pow2(T)``), at most ``MAX_TILE_ELEMENTS``; the larger tile first, then the wider ``BD`` (contiguous
+    rows). A GPU takes ``BD <= 128`` and ``GPU_REGISTER_TILE`` elements at most. On an NPU ``BD`` (down to 32),
+    then ``BT`` (down to 8), are halved while vector cores would be idle. The interpreter's tile is ``BT=16,
+    BD=32`` (or smaller).
     """
     T, D, W = max(int(T), 1), max(int(D), 1), int(W)
-    kernel = BWD if backward else FWD
     if backward:
         T = T + W - 1  # extended positions
     max_bt = min(64, next_pow2(T))
     max_bd = max(16, min(256, next_pow2(D)))
-    if profile.type == "cpu":
-        return {"BT": min(16, max_bt), "BD": min(32, max_bd), "W": W}
-    bts = [b for b in (64, 32, 16, 8, 4, 2, 1) if b <= max_bt]
-    bds = [b for b in (256, 128, 64, 32, 16) if b <= max_bd]
-    dt = model_dtype(dtype)
-    if profile.type == "npu" and profile.ub_bytes:
-        scored = []
-        for bt in bts:
-            for bd in bds:
-                if bt * bd > 8192:
-                    continue
-                est = estimate(kernel, arch=profile, dtype=dt, BT=bt, BD=bd, W=W)
-                if est.fits:
-                    scored.append((est.fits_double_buffered, bt * bd, bd, bt))
-        if not scored:
-            return {"BT": 1, "BD": 16, "W": W}
-        scored.sort(reverse=True)
-        _, _, bd, bt = scored[0]
-        cores = profile.vector_cores or 1
-        while cdiv(D, bd) * cdiv(T, bt) < cores:
-            if bd > 32:
-                bd //= 2
-            elif bt > 8:
-                bt //= 2
-            else:
-                break
-        return {"BT": bt, "BD": bd, "W": W}
-    # cuda (and any other GPU)
-    limit = profile.shared_memory_bytes or 48 * 1024
-    best = None
-    for bt in bts:
-        for bd in bds:
-            if bd > 128 or bt * bd > 4096:
-                continue
-            single, _ = COUNTED[kernel].bytes(dt.itemsize, BT=bt, BD=bd, W=W)
-            if single <= limit:
-                key = (bt * bd, bd, bt)
-                best = key if best is None or key > best else best
-    _, bd, bt = best or (0, 16, 1)
-    return {"BT": bt, "BD": bd, "W": W}
+    tiles = sorted(({"BT": bt, "BD": bd, "W": W} for bt in (64, 32, 16, 8, 4, 2, 1) if bt <= max_bt
+                    for bd in (256, 128, 64, 32, 16) if bd <= max_bd and bt * bd <= MAX_TILE_ELEMENTS),
+                   key=lambda t: (t["BT"] * t["BD"], t["BD"], t["BT"]), reverse=True)
+    tile = choose_tile(profile, BWD if backward else FWD, dtype, tiles,
+                       gpu_candidates=[t for t in tiles if t["BD"] <= 128 and t["BT"] * t["BD"] <= GPU_REGISTER_TILE],
+                       interpreter={"BT": min(16, max_bt), "BD": min(32, max_bd), "W": W},
+                       fallback={"BT": 1, "BD": 16, "W": W})
+    return fill_cores(profile, tile, lambda t: cdiv(D, t["BD"]) * cdiv(T, t["BT"]), (("BD", 32), ("BT", 8)))
 
 
 def time_tiles(lengths, BT: int, backward: bool = False, W: int = 1) -> int:
@@ -118,11 +85,7 @@ def launches(ctx: Context) -> tuple[Launch, ...]:
     """What :func:`.triton_launch.causal_conv1d_triton` launches for ``ctx`` (forward; backward too when grad is
     needed)."""
     s = ctx.shapes
-    B, T, D, W = s.get("B", 1), s.get("T", UNKNOWN_T), s["D"], s["W"]
-    out = [plan(ctx.device, B, T, D, W, ctx.dtype)]
-    if ctx.requires_grad:
-        out.append(plan(ctx.device, B, T, D, W, ctx.dtype, backward=True))
-    return tuple(out)
+    return forward_and_backward(ctx, plan, s.get("B", 1), s.get("T", UNKNOWN_T), s["D"], s["W"])
 
 
 def supports(ctx: Context) -> tuple[bool, str]:

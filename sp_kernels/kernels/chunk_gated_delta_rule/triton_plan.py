@@ -11,43 +11,33 @@ from typing import Mapping
 
 from sp_kernels.dispatch.context import Context
 from sp_kernels.dispatch.devices import DeviceProfile
-from sp_kernels.dispatch.ub import COUNTED, Launch, estimate
-from sp_kernels._tiles import cdiv, check_dtype, grid, model_dtype, next_pow2
+from sp_kernels.dispatch.ub import Launch
+from sp_kernels._tiles import GPU_REGISTER_TILE, cdiv, check_dtype, choose_tile, fill_cores, grid, next_pow2
 
 KERNEL = "ours.fused_recurrent_gated_delta_rule_fwd"
+#: the kernels this plan launches (their models are declared with the op)
+KERNELS = (KERNEL,)
 #: the longest sequence this form is chosen for; longer ones belong to the chunked form
 MAX_T = 64
 MAX_K = 256
 
 
 def tile_config(profile: DeviceProfile, K: int, V: int, dtype, items: int | None = None) -> dict:
-    """``{"BK", "BV"}`` (pure). ``BK = next_pow2(K)`` (the whole key dim: the state update needs it);
-    ``BV`` a power of two ``<= min(128, next_pow2(V))``:
-
-    * NPU: the largest that fits the Unified Buffer by the ``ours.fused_recurrent_gated_delta_rule_fwd`` model
-      (double-buffered preferred), then halved (down to 16) while ``items`` (sequences x value heads x value
-      tiles) would leave vector cores idle;
-    * CUDA: at most 4096 state elements (registers of 4 warps) and model bytes within the shared memory;
-    * CPU (interpreter, tests): ``BV <= 16``, so that value tiling is exercised.
+    """``{"BK", "BV"}`` (pure; the policy: :func:`sp_kernels._tiles.choose_tile`). ``BK = next_pow2(K)`` (the whole
+    key dim: the state update needs it); ``BV`` the largest power of two ``<= min(128, next_pow2(V))`` that fits (a
+    GPU's ``[BK, BV]`` state tile within ``GPU_REGISTER_TILE``), then on an NPU halved (down to 16) while ``items``
+    (sequences x value heads) x value tiles would leave vector cores idle. The interpreter's ``BV <= 16``, so that
+    value tiling is exercised.
     """
     BK = next_pow2(max(K, 1))
     top = min(128, next_pow2(max(V, 1)))
-    bvs = [b for b in (128, 64, 32, 16, 8, 4, 2, 1) if b <= top]
-    dt = model_dtype(dtype)
-    if profile.type == "cpu":
-        return {"BK": BK, "BV": min(16, top)}
-    if profile.type == "npu" and profile.ub_bytes:
-        fits = [(est.fits_double_buffered, bv) for bv in bvs
-                for est in [estimate(KERNEL, arch=profile, dtype=dt, BK=BK, BV=bv)] if est.fits]
-        BV = max(fits)[1] if fits else 1
-        if items is not None:
-            cores = profile.vector_cores or 1
-            while BV > 16 and items * cdiv(V, BV) < cores:
-                BV //= 2
-        return {"BK": BK, "BV": BV}
-    limit = profile.shared_memory_bytes or 48 * 1024
-    ok = [bv for bv in bvs if BK * bv <= 4096 and COUNTED[KERNEL].bytes(dt.itemsize, BK=BK, BV=bv)[0] <= limit]
-    return {"BK": BK, "BV": ok[0] if ok else 1}
+    tiles = [{"BK": BK, "BV": bv} for bv in (128, 64, 32, 16, 8, 4, 2, 1) if bv <= top]
+    tile = choose_tile(profile, KERNEL, dtype, tiles,
+                       gpu_candidates=[t for t in tiles if BK * t["BV"] <= GPU_REGISTER_TILE],
+                       interpreter={"BK": BK, "BV": min(16, top)}, fallback={"BK": BK, "BV": 1})
+    if items is None:
+        return tile
+    return fill_cores(profile, tile, lambda t: items * cdiv(V, t["BV"]), (("BV", 16),))
 
 
 def plan(profile: DeviceProfile, N: int, HV: int, K: int, V: int, dtype, tile: Mapping | None = None) -> Launch:
