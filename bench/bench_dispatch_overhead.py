@@ -25,7 +25,7 @@ def test_dispatch_overhead(benchmark, how):
                                                              {"D": D, "W": W}, {}, 1, False), "torch")
     calls = {
         "direct": lambda: fn(x, w, None, "silu", None, False, None),
-        "kernelize-binding": lambda: binding.fn(False, T)(x, w, None, "silu", None, False, None),
+        "kernelize-binding": lambda: binding.fn(packed=False, T=T)(x, w, None, "silu", None, False, None),
         "public-op": lambda: sp_kernels.causal_conv1d(x, w, activation="silu"),
     }
     benchmark(calls[how])

@@ -29,7 +29,7 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 def chosen(op: str, shapes: dict, dtype: torch.dtype, grad: bool) -> str:
     """The implementation the registry selects for the case on this device."""
-    from sp_kernels._dispatching import choose
+    from sp_kernels._contexts import choose
 
     return choose(op, DEVICE, shapes, dtype=dtype, grad=grad)
 

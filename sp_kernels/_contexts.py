@@ -1,5 +1,10 @@
-"""The selection context of an op in a layer — the shapes of a GatedDeltaNet layer and of an attention layer, and
-:class:`LayerContext` — shared by kernelize and explain (a call's context is made in ``_dispatching.choose``).
+"""How calls and layers become a selection :class:`~sp_kernels.dispatch.Context` (the type itself is in
+``sp_kernels/dispatch/context.py``):
+
+- a public op call: :func:`choose` (the one place a call's context is made);
+- a layer, for kernelize and explain: the shapes of a GatedDeltaNet layer and of an attention layer, and
+  :class:`LayerContext`; and the rule of how a GatedDeltaNet layer runs under sequence parallelism
+  (:func:`gated_deltanet_sp`).
 
 Under sequence parallelism (Ulysses) each rank runs the kernels on ``heads / sp_size`` heads over the whole
 sequence, so the shapes here are the local heads and the global length.
@@ -13,7 +18,31 @@ from pathlib import Path
 
 import torch
 
-from sp_kernels.dispatch import Context, DeviceProfile
+from sp_kernels.dispatch import Context, DeviceProfile, detect, select
+
+
+@functools.lru_cache(maxsize=None)
+def _profile(device: torch.device) -> DeviceProfile:
+    return detect(device)
+
+
+def requires_grad(*tensors) -> bool:
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
+def choose(op: str, x: torch.Tensor | torch.device, shapes: dict, *, dtype: torch.dtype | None = None,
+           packed: bool = False, grad: bool = False, options: dict | None = None, impl: str | None = None) -> str:
+    """The name of the implementation the registry chooses for a call of ``op`` on ``x``'s device and dtype (or a
+    device and ``dtype``); ``impl`` forces one. Under ``torch.compile`` it runs once per traced context (a constant
+    in the graph)."""
+    device, dtype = (x.device, x.dtype) if isinstance(x, torch.Tensor) else (x, dtype)
+    return _chosen(op, device, dtype, tuple(shapes.items()), packed, grad, tuple((options or {}).items()), impl)
+
+
+@torch._dynamo.assume_constant_result
+def _chosen(op, device, dtype, shapes, packed, grad, options, impl) -> str:
+    ctx = Context(op, _profile(device), dtype, dict(shapes), packed=packed, requires_grad=grad, options=dict(options))
+    return select(op, ctx, force=impl).chosen.name
 
 
 def _local(what: str, count: int, sp_size: int) -> int:

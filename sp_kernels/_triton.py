@@ -9,7 +9,8 @@ import functools
 import importlib.util
 from typing import Callable
 
-from sp_kernels.dispatch import probe_package
+from sp_kernels._lazy import lazy
+from sp_kernels.dispatch import Implementation, probe_package
 
 _BACKEND = {"cuda": "triton.backends.nvidia", "npu": "triton.backends.ascend"}
 _PACKAGE = {"cuda": "triton", "npu": "triton-ascend"}
@@ -42,3 +43,12 @@ def with_backend(supports: Callable | None = None) -> Callable:
         return supports(ctx)
 
     return check
+
+
+def triton_implementation(op: str, plan, launcher: str, description: str) -> Implementation:
+    """Our Triton kernel of ``op`` (CUDA, NPU): the pure tile ``plan`` module (its ``supports`` and ``launches``) is
+    imported; ``launcher`` (``"module.function"``, which imports triton) only on the first call."""
+    module, _, name = launcher.rpartition(".")
+    return Implementation(op=op, name="triton", fn=lazy(module, name), device_types=("cuda", "npu"),
+                          packages=("triton",), supports=with_backend(plan.supports), launches=plan.launches,
+                          description=description)

@@ -61,7 +61,7 @@ def _worker(rank: int, sp_size: int, port: int) -> None:
         gdn = next(m for m in model.modules() if hasattr(m, "_sp_kernels") and m._sp_kernels.kind == "gated_deltanet")
         padded = -(-T // sp_size) * sp_size
         for op in gdn._sp_kernels.ops:
-            sel = gdn._sp_kernels.ops[op].selection(False, padded)
+            sel = gdn._sp_kernels.ops[op].selection(packed=False, T=padded)
             lines.append(f"[{op} at the SP shapes] {sel.context.describe()}")
             lines.append(sel.explain())
         worst = {"loss": 0.0, "grad": 0.0}

@@ -42,7 +42,7 @@ def _fla_chosen() -> list[CompileSpec]:
 
     from sp_kernels.dispatch import Context, resolve_profile
     from sp_kernels.dispatch.ub import check_launches
-    from sp_kernels.kernels.causal_conv1d.fla import ascend_launches
+    from sp_kernels.kernels.causal_conv1d.adapters.fla import ascend_launches
     from sp_kernels.compile_check import fla_specs
 
     builders = {"fla.causal_conv1d_fwd_coregrid": [fla_specs.fwd_coregrid],

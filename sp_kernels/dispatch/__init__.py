@@ -9,16 +9,19 @@ from sp_kernels.dispatch.context import Context
 from sp_kernels.dispatch.devices import DeviceProfile, detect, known_profiles, resolve_profile
 from sp_kernels.dispatch.packages import probe_package
 from sp_kernels.dispatch.registry import (
+    ANY_DEVICE,
     FORCE_ENV,
     OPS,
     Implementation,
     Residuals,
     Selection,
     check_impl_name,
+    declare,
     forced_from_env,
     implementations,
     prefer,
     preference,
+    reference,
     register,
     registered,
     select,
@@ -26,6 +29,7 @@ from sp_kernels.dispatch.registry import (
 )
 
 __all__ = [
+    "ANY_DEVICE",
     "Context",
     "DeviceProfile",
     "FORCE_ENV",
@@ -34,6 +38,7 @@ __all__ = [
     "Residuals",
     "Selection",
     "check_impl_name",
+    "declare",
     "detect",
     "forced_from_env",
     "implementations",
@@ -41,6 +46,7 @@ __all__ = [
     "prefer",
     "preference",
     "probe_package",
+    "reference",
     "register",
     "registered",
     "resolve_profile",

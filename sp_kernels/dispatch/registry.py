@@ -8,14 +8,17 @@ from __future__ import annotations
 import contextlib
 import os
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Sequence
 
 from sp_kernels.dispatch.context import Context
 from sp_kernels.dispatch.packages import probe_package
+from sp_kernels.dispatch import ub
 from sp_kernels.dispatch.ub import check_launches
 
 #: The ops this package dispatches.
 OPS = ("chunk_gated_delta_rule", "causal_conv1d", "apply_rotary_pos_emb", "fusion_attention")
+#: The device types of an implementation in plain torch.
+ANY_DEVICE = ("cpu", "cuda", "npu")
 #: ``SP_KERNELS_FORCE="causal_conv1d=torch,chunk_gated_delta_rule=reference"`` forces implementations per op.
 FORCE_ENV = "SP_KERNELS_FORCE"
 
@@ -51,7 +54,11 @@ class Implementation:
     ``launches`` (Triton implementations) lists the kernel launches (:class:`sp_kernels.dispatch.ub.Launch`: tile
     configuration and grid) it would make for a context; on an NPU each must fit the Unified Buffer and the grid
     cap, or the implementation is rejected with the numbers. ``selectable=False`` keeps an implementation out of
-    automatic selection (it must be forced), as for the slow float64 references.
+    automatic selection (it must be forced), as for the slow float64 references. ``residuals`` splits it at its
+    saved tensors for torch.compile (:class:`Residuals`). ``decode_step`` (``chunk_gated_delta_rule``) is its
+    one-token step without autograd that updates a state in place, for a layer's cached decoding:
+    ``decode_step(qk [B, 2, H, K], v [B, H, G, V], decay, beta [B, H, G, 1], scale, state, l2norm, dtype)`` ->
+    ``(o [B, H, G, V], state)`` (``decay = e^g``; ``state [B, HV, K, V]`` in ``dtype`` is updated and returned).
     """
 
     op: str
@@ -65,6 +72,7 @@ class Implementation:
     selectable: bool = True
     description: str = ""
     residuals: Residuals | None = field(default=None, repr=False)
+    decode_step: Callable | None = field(default=None, repr=False)
 
     def __post_init__(self):
         if self.op not in OPS:
@@ -122,9 +130,36 @@ _REGISTRY: dict[str, dict[str, Implementation]] = {op: {} for op in OPS}
 _PREFERENCE: dict[str, tuple[str, ...]] = {op: () for op in OPS}
 
 
-def prefer(op: str, *names: str) -> None:
-    """``op``'s implementations in their order of preference, best first (declared once, beside the op)."""
+def declare(op: str, *impls: Implementation, ub_models: Sequence[str] = (), counted_models: Sequence[str] = ()) -> None:
+    """The one declaration of an op (in its folder's ``__init__``): its implementations in their order of preference,
+    best first, registered; ``ub_models`` / ``counted_models`` the UB and counted models of the kernels they launch
+    (:func:`sp_kernels.dispatch.ub.register`; a launch without one is an error on an NPU)."""
     _check_op(op)
+    for impl in impls:
+        if impl.op != op:
+            raise ValueError(f"impls: {impl.name!r} is an implementation of {impl.op}, not of {op}")
+    for impl in impls:
+        register(impl)
+    prefer(op, *(impl.name for impl in impls))
+    ub.register(*ub_models)
+    ub.register(*counted_models, counted=True)
+
+
+def reference(op: str, fn: Callable, description: str) -> Implementation:
+    """``op``'s float64-capable reference: any device, never selected unless forced."""
+    return Implementation(op=op, name="reference", fn=fn, device_types=ANY_DEVICE, selectable=False,
+                          description=description)
+
+
+def prefer(op: str, *names: str) -> None:
+    """``op``'s implementations in their order of preference, best first: registered names, each once."""
+    _check_op(op)
+    unknown = [n for n in names if n not in _REGISTRY[op]]
+    if unknown:
+        raise ValueError(f"names: {op} has no implementation {', '.join(map(repr, unknown))}; registered: "
+                         f"{', '.join(sorted(_REGISTRY[op]))}")
+    if len(set(names)) != len(names):
+        raise ValueError(f"names: an implementation of {op} is named twice in {names}")
     _PREFERENCE[op] = tuple(names)
 
 

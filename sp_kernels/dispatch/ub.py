@@ -15,8 +15,9 @@ sum of non-negative coefficients times products of the tile parameters (``{"BT*B
 kernels). Each model states a safety ``margin`` (a tile fits when ``need * (1 + margin)`` fits) and lists its
 ``exceptions``: tiles where the compiler's verdict is known to differ from the linear form, answered by that verdict.
 
-The code that owns a kernel registers its model (:func:`register`), reading the coefficients from the data file by
-name; :data:`MODELS` then holds it. :data:`COUNTED` holds models of the same form counted from kernel sources (the
+Each op declares the models of the kernels its implementations launch (``sp_kernels.dispatch.declare`` in the op's
+``__init__``, which calls :func:`register`, reading the coefficients from the data file by name); :data:`MODELS`
+then holds them. :data:`COUNTED` holds models of the same form counted from kernel sources (the
 on-chip bytes the CUDA tile heuristics of our kernels keep within the shared memory per block), registered with
 ``register(..., counted=True)``.
 """
@@ -329,11 +330,15 @@ def estimate(name: str, *, arch: str | DeviceProfile, dtype, **tile: int) -> UBE
 
 
 def check_launches(launches, profile: DeviceProfile, dtype: torch.dtype) -> tuple[bool, str]:
-    """``(False, reason with numbers)`` if a launch overflows the UB or the grid cap of ``profile``."""
+    """``(False, reason with numbers)`` if a launch overflows the UB or the grid cap of ``profile``. A launch whose
+    kernel has no registered model, on a device with a UB, is a ``LookupError``: a model not declared with its op."""
     for launch in launches:
         if profile.max_grid is not None and launch.grid > profile.max_grid:
             return False, f"{launch.describe()}: grid {launch.grid} > {profile.max_grid}"
-        if launch.kernel in MODELS and profile.ub_bytes:
+        if profile.ub_bytes and launch.kernel not in MODELS:
+            raise LookupError(f"{launch.kernel}: no Unified Buffer model is registered for this kernel; declare it "
+                              "with its op (ub_models= of sp_kernels.dispatch.declare, in the op's __init__)")
+        if profile.ub_bytes:
             est = estimate(launch.kernel, arch=profile, dtype=dtype if dtype in _DTYPES.values() else "fp32",
                            **launch.tile)
             if not est.fits:

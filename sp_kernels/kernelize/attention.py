@@ -36,7 +36,8 @@ def attention_forward(self, hidden_states: torch.Tensor, position_embeddings, at
     value = self.v_proj(hidden_states).view(hidden_shape).transpose(1, 2)
 
     cos, sin = position_embeddings
-    query, key = binding.ops["apply_rotary_pos_emb"].fn(packed, query.shape[2])(query, key, cos, sin, unsqueeze_dim=1)
+    rotary = binding.ops["apply_rotary_pos_emb"].fn(packed=packed, T=query.shape[2])
+    query, key = rotary(query, key, cos, sin, unsqueeze_dim=1)
     weights = attention_weights_requested()
 
     if sp is not None:
@@ -54,7 +55,7 @@ def attention_forward(self, hidden_states: torch.Tensor, position_embeddings, at
             key, value = key.repeat_interleave(replicas, dim=1), value.repeat_interleave(replicas, dim=1)
         # [B, heads, T/N, D] -> [B, heads/N, T, D]
         query, key, value = (all_to_all(t, scatter_dim=1, gather_dim=2, sp=sp) for t in (query, key, value))
-        attend = binding.ops["fusion_attention"].fn(packed, query.shape[2])
+        attend = binding.ops["fusion_attention"].fn(packed=packed, T=query.shape[2])
         out = attend(query.transpose(1, 2), key.transpose(1, 2), value.transpose(1, 2), causal=True,
                      scale=self.scaling, cu_seqlens=cu_seqlens)
         out = all_to_all(out, scatter_dim=1, gather_dim=2, sp=sp)  # [B, T, H/N, D] -> [B, T/N, H, D]
@@ -75,7 +76,7 @@ def attention_forward(self, hidden_states: torch.Tensor, position_embeddings, at
         out, attn_weights = interface(self, query, key, value, attention_mask, dropout=0.0, scaling=self.scaling,
                                       **kwargs)
         return _output(self, out, input_shape, gate), attn_weights
-    attend = binding.ops["fusion_attention"].fn(packed, query.shape[2])
+    attend = binding.ops["fusion_attention"].fn(packed=packed, T=query.shape[2])
     out = attend(query.transpose(1, 2), key.transpose(1, 2), value.transpose(1, 2), causal=True,
                  scale=self.scaling, cu_seqlens=cu_seqlens)
     return _output(self, out, input_shape, gate), None

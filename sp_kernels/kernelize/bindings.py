@@ -37,18 +37,18 @@ class OpBinding:
         return cls(op, context, force, select(op, context(False, None), force, "force"),
                    select(op, context(True, None), force, "force"))
 
-    def selection(self, packed: bool, T: int | None = None) -> Selection:
+    def selection(self, *, packed: bool, T: int | None = None) -> Selection:
         key = (packed, T)
         sel = self._chosen.get(key)
         if sel is None:
             sel = self._chosen[key] = select(self.op, self.context(packed, T), self.force, "force")
         return sel
 
-    def fn(self, packed: bool, T: int | None = None) -> Callable:
+    def fn(self, *, packed: bool, T: int | None = None) -> Callable:
         """The implementation to call; under ``torch.compile`` the op's custom op running it (one graph node)."""
         if torch.compiler.is_compiling():
             return functools.partial(LIBRARY[self.op], _chosen_name(self.context, packed, T, self.force))
-        return self.selection(packed, T).chosen.fn
+        return self.selection(packed=packed, T=T).chosen.fn
 
     @property
     def implementations(self) -> tuple[Implementation, ...]:

@@ -26,7 +26,6 @@ import torch.nn.functional as F
 
 from sp_kernels.kernels.causal_conv1d.update import causal_conv1d_update
 from sp_kernels.kernels.chunk_gated_delta_rule.api import compute_dtype
-from sp_kernels.kernels.chunk_gated_delta_rule.recurrent import one_token, recurrent_gated_delta_rule_torch
 from sp_kernels.kernelize.batch import BATCH_KWARG
 from sp_kernels.kernelize.compat import count_decoded_token, recurrent_states_to_keep, the_cache
 from sp_kernels.sp.comm import all_to_all, from_every_rank
@@ -91,14 +90,14 @@ def gated_deltanet_forward(self, hidden_states: torch.Tensor, cache=None, attent
         # one-token decode: a step on the cache's last W inputs, in place
         count_decoded_token(cache_params, self.layer_idx)
         x = causal_conv1d_update(mixed_qkv[:, 0], conv_state, weight, self.conv1d.bias, self.activation)
-        delta_rule = binding.ops["chunk_gated_delta_rule"].fn(False, 1)
-        if delta_rule is recurrent_gated_delta_rule_torch and not torch.is_grad_enabled():
-            core, state = _decode_step(self, x, b, a, cache_params.get_recurrent_state(self.layer_idx))
+        step = _decode_step_of(binding)
+        if step is not None:
+            core, state = _decode_step(self, step, x, b, a, cache_params.get_recurrent_state(self.layer_idx))
             cache_params.update_recurrent_state(state, self.layer_idx)
             return _output(self, core, z)
         mixed_qkv = x[:, None]
     else:
-        conv = binding.ops["causal_conv1d"].fn(packed, T)
+        conv = binding.ops["causal_conv1d"].fn(packed=packed, T=T)
         if cache_params is not None:  # prefill / chunked prefill: the cache returns [state | new] inputs
             full = cache_params.update_conv_state(mixed_qkv.transpose(1, 2), self.layer_idx,
                                                   conv_kernel_size=self.conv_kernel_size)
@@ -112,23 +111,27 @@ def gated_deltanet_forward(self, hidden_states: torch.Tensor, cache=None, attent
     if keep:
         core, last_state = _delta_rule_keeping_states(self, binding, mixed_qkv, b, a, recurrent_state, keep)
     else:
-        core, last_state = _delta_rule(self, binding, mixed_qkv, b, a, self.A_log, self.dt_bias, self.key_dim,
-                                       recurrent_state, cache_params is not None, cu_seqlens)
+        core, last_state = _delta_rule(self, binding, mixed_qkv, b, a, initial_state=recurrent_state,
+                                       output_final_state=cache_params is not None, cu_seqlens=cu_seqlens)
     if cache_params is not None:
         cache_params.update_recurrent_state(last_state, self.layer_idx)
     return _output(self, core, z)
 
 
-def _delta_rule(self, binding, mixed_qkv, b, a, A_log, dt_bias, key_dim, initial_state, output_final_state,
-                cu_seqlens):
-    """``mixed_qkv`` (after the conv) ``[B, T, 2 * key_dim + value_dim]`` -> ``(o [B, T, HV, V], state)``."""
+def _delta_rule(self, binding, mixed_qkv, b, a, *, initial_state, output_final_state: bool, cu_seqlens,
+                shard: GDNShard | None = None):
+    """``mixed_qkv`` (after the conv) ``[B, T, 2 * key_dim + value_dim]`` -> ``(o [B, T, HV, V], state)``; with
+    ``shard``, of this rank's heads (its key channels, ``A_log`` and ``dt_bias``)."""
+    heads = slice(None) if shard is None else shard.heads
+    A_log, dt_bias = self.A_log[heads], self.dt_bias[heads]
+    key_dim = self.key_dim if shard is None else shard.key_dim
     B, T, _ = mixed_qkv.shape
     query, key, value = torch.split(mixed_qkv, [key_dim, key_dim, mixed_qkv.shape[-1] - 2 * key_dim], dim=-1)
     query = query.reshape(B, T, -1, self.head_k_dim)
     key = key.reshape(B, T, -1, self.head_k_dim)
     value = value.reshape(B, T, -1, self.head_v_dim)
     beta, g = _gates(b, a, A_log, dt_bias)
-    delta_rule = binding.ops["chunk_gated_delta_rule"].fn(cu_seqlens is not None, T)
+    delta_rule = binding.ops["chunk_gated_delta_rule"].fn(packed=cu_seqlens is not None, T=T)
     return delta_rule(query, key, value, g, beta, scale=self.head_k_dim**-0.5, initial_state=initial_state,
                       output_final_state=output_final_state, cu_seqlens=cu_seqlens, use_qk_l2norm_in_kernel=True)
 
@@ -140,7 +143,7 @@ def _delta_rule_keeping_states(self, binding, mixed_qkv, b, a, initial_state, ke
     outs, states, state = [], [], initial_state
     for start, stop in [(0, T - keep)] * (T > keep) + [(t, t + 1) for t in range(T - keep, T)]:
         o, state = _delta_rule(self, binding, mixed_qkv[:, start:stop], b[:, start:stop], a[:, start:stop],
-                               self.A_log, self.dt_bias, self.key_dim, state, True, None)
+                               initial_state=state, output_final_state=True, cu_seqlens=None)
         outs.append(o)
         if stop - start == 1 and start >= T - keep:
             states.append(state)
@@ -153,12 +156,18 @@ def _gates(b, a, A_log, dt_bias):
     return b.sigmoid(), -A_log.float().exp() * F.softplus(a.float() + dt_bias)
 
 
-def _decode_step(self, x, b, a, recurrent_state):
-    """One decoded token after the conv (``x [B, conv_dim]``), ``torch_recurrent`` bound, no autograd: the same
-    arithmetic as :func:`_delta_rule` then ``torch_recurrent``, in fewer ops — query and key viewed in ``x`` (no
-    split, stack or repeat), gates shaped per ``[key head, group]``, and the cache's state updated in place (as
-    transformers' cache does: it copies each new state into a buffer of fixed address) -> ``(o [B, 1, HV, V],
-    state [B, HV, K, V])``."""
+def _decode_step_of(binding):
+    """The bound delta rule's one-token step (``Implementation.decode_step``), where one runs: eager, no autograd."""
+    if torch.compiler.is_compiling() or torch.is_grad_enabled():
+        return None
+    return binding.ops["chunk_gated_delta_rule"].selection(packed=False, T=1).chosen.decode_step
+
+
+def _decode_step(self, step, x, b, a, recurrent_state):
+    """One decoded token after the conv (``x [B, conv_dim]``) by the bound implementation's ``decode_step``: the
+    same arithmetic as :func:`_delta_rule`, in fewer ops — query and key viewed in ``x`` (no split, stack or
+    repeat), gates shaped per ``[key head, group]``, and the cache's state updated in place (as transformers' cache
+    does: it copies each new state into a buffer of fixed address) -> ``(o [B, 1, HV, V], state [B, HV, K, V])``."""
     B = x.shape[0]
     H, HV, K, V = self.num_k_heads, self.num_v_heads, self.head_k_dim, self.head_v_dim
     G = HV // H
@@ -166,7 +175,7 @@ def _decode_step(self, x, b, a, recurrent_state):
     v = x[:, 2 * self.key_dim:].view(B, H, G, V)
     beta, g = _gates(b.reshape(B, H, G, 1), a.reshape(B, H, G, 1), self.A_log.view(H, G, 1), self.dt_bias.view(H, G, 1))
     dtype = compute_dtype(x.dtype)
-    o, state = one_token(qk, v, g.exp_(), beta, K**-0.5, recurrent_state, True, dtype, inplace=True)
+    o, state = step(qk, v, g.exp_(), beta, K**-0.5, recurrent_state, True, dtype)
     return o.view(B, 1, HV, V).to(x.dtype), state.view(B, HV, K, V)
 
 
@@ -195,13 +204,13 @@ def _sequence_parallel(self, binding, hidden_states, batch, cache_params):
 
     T = mixed_qkv.shape[1]
     cu_seqlens = batch.cu_seqlens
-    conv = binding.ops["causal_conv1d"].fn(cu_seqlens is not None, T)
+    conv = binding.ops["causal_conv1d"].fn(packed=cu_seqlens is not None, T=T)
     weight = self.conv1d.weight.squeeze(1).index_select(0, shard.channels)
     bias = None if self.conv1d.bias is None else self.conv1d.bias.index_select(0, shard.channels)
     mixed_qkv, _ = conv(mixed_qkv, weight, bias=bias, activation=self.activation, initial_state=None,
                         output_final_state=False, cu_seqlens=cu_seqlens)
-    core, _ = _delta_rule(self, binding, mixed_qkv, b, a, self.A_log[shard.heads], self.dt_bias[shard.heads],
-                          shard.key_dim, None, False, cu_seqlens)
+    core, _ = _delta_rule(self, binding, mixed_qkv, b, a, initial_state=None, output_final_state=False,
+                          cu_seqlens=cu_seqlens, shard=shard)
     # [B, T, HV/N, V] -> all-to-all -> [B, T/N, HV, V]
     core = all_to_all(core, scatter_dim=1, gather_dim=2, sp=shard.sp)
     return _output(self, core, z)
@@ -227,7 +236,7 @@ def _context_parallel(self, binding, hidden_states, batch, cache_params):
 
     # the conv: the W - 1 inputs before this rank's first token as its first sequence's history
     x = torch.cat([_conv_halo(mixed_qkv, W - 1, segments, sp), mixed_qkv], dim=1)
-    conv = binding.ops["causal_conv1d"].fn(packed, S + W - 1)
+    conv = binding.ops["causal_conv1d"].fn(packed=packed, T=S + W - 1)
     mixed_qkv, _ = conv(x, self.conv1d.weight.squeeze(1), bias=self.conv1d.bias, activation=self.activation,
                         initial_state=None, output_final_state=False,
                         cu_seqlens=segments.cu + (W - 1) * (segments.cu > 0) if packed else None)
@@ -242,7 +251,7 @@ def _context_parallel(self, binding, hidden_states, batch, cache_params):
     state = _first_state(binding, query, key, value, g, beta, scale, segments, sp)
     initial = state if not packed else state * (
         torch.arange(segments.cu.numel() - 1, device=state.device) == segments.first)[:, None, None, None]
-    delta_rule = binding.ops["chunk_gated_delta_rule"].fn(packed, S)
+    delta_rule = binding.ops["chunk_gated_delta_rule"].fn(packed=packed, T=S)
     core, _ = delta_rule(query, key, value, g, beta, scale=scale, initial_state=initial, output_final_state=False,
                          cu_seqlens=segments.cu, use_qk_l2norm_in_kernel=True)
     return _output(self, core, z)
@@ -261,7 +270,7 @@ def _first_state(binding, query, key, value, g, beta, scale, segments: "_Segment
         tokens = slice(int(segments.last_start), S)
     n = S - tokens.start
     eye = torch.eye(K, dtype=compute_dtype(value.dtype), device=value.device).expand(B, HV, K, K)
-    delta_rule = binding.ops["chunk_gated_delta_rule"].fn(False, n)
+    delta_rule = binding.ops["chunk_gated_delta_rule"].fn(packed=False, T=n)
     _, transfer = delta_rule(
         query[:, tokens], key[:, tokens], torch.cat([value[:, tokens], value.new_zeros(B, n, HV, K)], dim=-1),
         g[:, tokens], beta[:, tokens], scale=scale, initial_state=torch.cat([eye.new_zeros(B, HV, K, V), eye], -1),

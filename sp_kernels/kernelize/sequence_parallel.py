@@ -27,7 +27,7 @@ from sp_kernels.kernelize.batch import BATCH_KWARG, BatchInfo, call_arguments, c
 from sp_kernels.kernelize.compat import cache_of
 from sp_kernels.sp.comm import gather_sequence, sum_over_ranks
 from sp_kernels.sp.group import SPGroup
-from sp_kernels.sp.layout import IGNORE_INDEX, local_slice, shift_left
+from sp_kernels.sp.layout import IGNORE_INDEX, local_slice, shard, shift_left
 
 #: the attribute that holds the SP group, on the text models and causal-LM modules of a model kernelized with
 #: sp_size > 1
@@ -80,16 +80,12 @@ class SPPreHook:
         for name in _FLASH_KWARGS:
             call.pop(name, None)
 
-        pad = -T % sp.size
+        pad, local = shard(T, sp)
         if pad:
-            filler = x.new_zeros((B, pad) + tuple(x.shape[2:]))
-            x = torch.cat([x, filler], dim=1)
             pos = _pad_positions(pos, pad)
             if cu is not None:
                 cu = torch.cat([cu[:-1], cu.new_tensor([T + pad])])  # the padding extends the last sequence
-        shard = (T + pad) // sp.size
-        local = slice(sp.rank * shard, (sp.rank + 1) * shard)
-        call[key] = x[:, local]
+        call[key] = local_slice(x, 1, sp)
         call["position_ids"] = pos[..., local]
         call[BATCH_KWARG] = BatchInfo(cu, False, seq_len=T, unpadded=unpadded)
         return (), call

@@ -22,12 +22,18 @@ def shift_left(x: torch.Tensor, dim: int = 1, fill=IGNORE_INDEX) -> torch.Tensor
     return F.pad(tail, pad, value=fill)
 
 
-def local_slice(x: torch.Tensor, dim: int, sp: SPGroup, fill=0) -> torch.Tensor:
-    """This rank's shard of a full-sequence ``x``: padded along ``dim`` with ``fill`` to a multiple of the group
-    size, then the rank's contiguous block."""
-    T = x.shape[dim]
+def shard(T: int, sp: SPGroup) -> tuple[int, slice]:
+    """``(pad, tokens)``: the padding that makes ``T`` a multiple of the group size, and this rank's tokens of the
+    padded sequence."""
     pad = -T % sp.size
+    S = (T + pad) // sp.size
+    return pad, slice(sp.rank * S, (sp.rank + 1) * S)
+
+
+def local_slice(x: torch.Tensor, dim: int, sp: SPGroup, fill=0) -> torch.Tensor:
+    """This rank's shard of a full-sequence ``x``: padded along ``dim`` with ``fill`` (:func:`shard`), then the
+    rank's contiguous block."""
+    pad, tokens = shard(x.shape[dim], sp)
     if pad:
         x = F.pad(x, [0, 0] * (x.dim() - 1 - dim % x.dim()) + [0, pad], value=fill)
-    shard = (T + pad) // sp.size
-    return x.narrow(dim, sp.rank * shard, shard)
+    return x.narrow(dim, tokens.start, tokens.stop - tokens.start)

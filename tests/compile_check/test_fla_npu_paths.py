@@ -49,7 +49,7 @@ def test_the_probe_names_the_kernels_fla_launched(record):
         assert names[-1] == "causal_conv1d_bwd_kernel" and not any("triton_ascend" in k for k in bwd)
         generic = [launch for c in record["calls"] if c["op"] == "causal_conv1d" for launch in c["launches"]]
         # the autotune set the generic launches stand for (sp_kernels.dispatch.ub: the smallest BD of it)
-        from sp_kernels.kernels.causal_conv1d.fla import GENERIC_BDS, GENERIC_BT
+        from sp_kernels.kernels.causal_conv1d.adapters.fla import GENERIC_BDS, GENERIC_BT
         assert all([a["BD"] for a in g["autotune"]] == list(GENERIC_BDS) for g in generic)
         assert all(g["constexprs"]["BT"] == GENERIC_BT for g in generic)
     gdr = _functions(record, "chunk_gated_delta_rule")

@@ -3,8 +3,8 @@ import pytest
 import torch
 
 import sp_kernels  # noqa: F401  (registers the built-in implementations)
-from sp_kernels.dispatch import (FORCE_ENV, Context, Implementation, forced_from_env, implementations, known_profiles,
-                      registered, resolve_profile, select)
+from sp_kernels.dispatch import (FORCE_ENV, OPS, Context, Implementation, declare, forced_from_env, implementations,
+                                 known_profiles, prefer, preference, registered, resolve_profile, select)
 from sp_kernels.dispatch.devices import npu_profile_for
 from tests.helpers import only_portable
 
@@ -172,3 +172,35 @@ def test_dependencies_point_one_way():
     # dispatch imports sp_kernels only to re-register the implementations of an unpickled model
     assert [(f, m) for f, m in imported("sp_kernels/dispatch")
             if m.startswith("sp_kernels") and not m.startswith("sp_kernels.dispatch")] == [("registry.py", "sp_kernels")]
+
+
+def test_the_order_names_only_registered_implementations_each_once():
+    before = preference("causal_conv1d")
+    with pytest.raises(ValueError, match=r"^names: causal_conv1d has no implementation 'trition'; registered: "):
+        prefer("causal_conv1d", "trition", "torch")
+    with pytest.raises(ValueError, match=r"^names: an implementation of causal_conv1d is named twice"):
+        prefer("causal_conv1d", "torch", "torch")
+    assert preference("causal_conv1d") == before
+
+
+def test_an_op_declares_only_its_own_implementations():
+    rotary = Implementation("apply_rotary_pos_emb", "stray", fn=print, device_types=("cpu",))
+    with pytest.raises(ValueError, match=r"^impls: 'stray' is an implementation of apply_rotary_pos_emb, not of "
+                                         r"causal_conv1d$"):
+        declare("causal_conv1d", rotary)
+    assert "stray" not in implementations("apply_rotary_pos_emb")
+
+
+@pytest.mark.parametrize("op", OPS)
+def test_an_op_s_declaration_names_its_reference_tests_and_benchmark(op):
+    """The op's ``__init__`` declares every implementation the package registers for it, in the order, and names
+    the files a reader looks for next."""
+    import importlib
+    from pathlib import Path
+
+    package = importlib.import_module(f"sp_kernels.kernels.{op}")
+    root = Path(__file__).resolve().parents[2]
+    assert set(preference(op)) == set(implementations(op)) and "reference" in preference(op)
+    for path in (f"tests/ops/test_{op}.py", f"bench/bench_{op}.py"):
+        assert path in package.__doc__ and (root / path).is_file()
+    assert (root / "sp_kernels" / "kernels" / op / "naive.py").is_file() and "naive.py" in package.__doc__

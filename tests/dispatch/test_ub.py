@@ -8,7 +8,7 @@ import torch
 import sp_kernels  # noqa: F401  (registers the implementations)
 from sp_kernels.dispatch import Context, Implementation, registered, resolve_profile, select, ub
 from sp_kernels.dispatch.ub import Launch
-from sp_kernels.kernels.causal_conv1d import fla as fla_conv
+from sp_kernels.kernels.causal_conv1d.adapters import fla as fla_conv
 from tests.helpers import only_portable
 
 
@@ -79,6 +79,15 @@ def test_grid_cap_rejects_launches():
         assert sel.chosen.name == "torch" and "> 65535" in dict(sel.rejected)["grid_standin"]
 
 
+def test_a_launch_of_a_kernel_without_a_model_is_an_error_on_an_npu():
+    unmodelled = Implementation("causal_conv1d", "unmodelled", fn=print, device_types=("cpu", "npu"), priority=50,
+                                launches=lambda ctx: (Launch("ours.no_such_kernel", {"BT": 8}, 1),))
+    with only_portable(), registered(unmodelled):
+        with pytest.raises(LookupError, match=r"^ours.no_such_kernel: no Unified Buffer model is registered"):
+            select("causal_conv1d", conv_ctx(resolve_profile("npu:Ascend910B3")))
+        assert select("causal_conv1d", conv_ctx(resolve_profile("cpu"))).chosen.name == "unmodelled"  # no UB
+
+
 def test_fla_state_translation():
     state = torch.randn(3, 5, 3)
     fla_state = fla_conv.to_fla_state(state)
@@ -99,7 +108,7 @@ def test_fla_launch_mirror_on_the_training_path():
 MIRROR_CHECK = """
 import torch
 import fla.modules.causal_conv1d.backends.triton_ascend as t
-from sp_kernels.kernels.causal_conv1d import fla as ours
+from sp_kernels.kernels.causal_conv1d.adapters import fla as ours
 for D in list(range(1, 700, 7)) + [1024, 2048, 2560, 4096, 8192, 12288]:
     for preferred in (32, 64, 256):
         assert ours._coregrid_bd(D, preferred) == t._select_coregrid_bd(D, preferred), (D, preferred)

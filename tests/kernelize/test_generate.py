@@ -4,6 +4,7 @@ The tiny models put a linear-attention layer first, as every released Qwen3.5 / 
 length is read from layer 0).
 """
 import copy
+import dataclasses
 import inspect
 import re
 
@@ -116,6 +117,31 @@ def test_the_cache_after_generate_equals_transformers_and_continues(models):
             a, b = cache_a.get_recurrent_state(i), cache_b.get_recurrent_state(i)
             torch.testing.assert_close(a, b.to(a.dtype), rtol=2e-3, atol=2e-3)
             torch.testing.assert_close(cache_a.get_conv_state(i), cache_b.get_conv_state(i), rtol=2e-3, atol=2e-3)
+
+
+@pytest.mark.parametrize("with_step", [True, False])
+def test_a_decoded_token_runs_the_bound_implementations_decode_step_where_it_has_one(with_step):
+    """A cached one-token step runs the bound delta rule's ``decode_step`` when it declares one, else the rule itself
+    (the general path); both generate transformers' tokens."""
+    from sp_kernels.dispatch import implementations, registered
+
+    base = build("qwen3_5", torch.float64, use_cache=True)
+    base.generation_config.pad_token_id = 0
+    impl = implementations("chunk_gated_delta_rule")["torch_recurrent"]
+    calls = []
+
+    def counted(*args):
+        calls.append(1)
+        return impl.decode_step(*args)
+
+    stand_in = dataclasses.replace(impl, decode_step=counted if with_step else None)
+    with registered(stand_in):
+        model = copy.deepcopy(base)
+        sp_kernels.kernelize(model, mode="inference")
+        inputs = batch("b3left")
+        assert torch.equal(generate(model, **inputs), generate(base, **inputs))
+    linear = model.config.layer_types.count("linear_attention")
+    assert len(calls) == ((NEW - 1) * linear if with_step else 0)
 
 
 def test_generate_from_inputs_embeds_continues_a_cache(models):

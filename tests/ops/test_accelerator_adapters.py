@@ -10,13 +10,13 @@ import types
 import pytest
 import torch
 
-from sp_kernels.kernels.fusion_attention import npu as npu_attn
-from sp_kernels.kernels.fusion_attention.flash_attn import varlen_args
+from sp_kernels.kernels.fusion_attention.adapters import npu as npu_attn
+from sp_kernels.kernels.fusion_attention.adapters.flash_attn import varlen_args
 from sp_kernels.kernels.fusion_attention.naive import attention_reference
-from sp_kernels.kernels.chunk_gated_delta_rule import mindspeed
+from sp_kernels.kernels.chunk_gated_delta_rule.adapters import mindspeed
 from sp_kernels.kernels.chunk_gated_delta_rule.naive import naive_recurrent_gated_delta_rule
-from sp_kernels.kernels.apply_rotary_pos_emb import fla as fla_rotary
-from sp_kernels.kernels.apply_rotary_pos_emb import npu as npu_rotary
+from sp_kernels.kernels.apply_rotary_pos_emb.adapters import fla as fla_rotary
+from sp_kernels.kernels.apply_rotary_pos_emb.adapters import npu as npu_rotary
 from sp_kernels.kernels.apply_rotary_pos_emb.naive import rotary_reference
 
 F64 = torch.float64

@@ -191,13 +191,13 @@ def sp_dispatch(rank: int, world: int, port: int) -> None:
                 check(f"sp dispatch {kind} rank {rank}", loss_and_grads(model, batch, world),
                       loss_and_grads(single, batch), torch.float64)
             T = 24 if world == 4 else 22  # the global length after padding to a multiple of sp_size
-            sel = gdn.selection(False, T)
+            sel = gdn.selection(packed=False, T=T)
             assert sel.chosen.name == "triton_standin", sel.explain()
             assert dict(sel.context.shapes)["D"] == 128 // world and dict(sel.context.shapes)["T"] == T
             assert sel.context.sp_size == world
             # a smaller Unified Buffer flips the choice back to torch, with the numbers in the reason
             sp_kernels.kernelize(model, sp_size=world, device=npu.replace(ub_bytes=32 * 1024))
-            sel = model.model.layers[0].linear_attn._sp_kernels.ops["causal_conv1d"].selection(False, T)
+            sel = model.model.layers[0].linear_attn._sp_kernels.ops["causal_conv1d"].selection(packed=False, T=T)
             assert sel.chosen.name == "torch" and "(ub overflow)" in dict(sel.rejected)["triton_standin"]
     finally:
         dist.destroy_process_group()

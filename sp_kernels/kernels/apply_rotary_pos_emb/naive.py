@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import torch
 
-from sp_kernels.dispatch import Implementation, register
 
 
 def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -25,15 +24,3 @@ def rotary_reference(q, k, cos, sin, unsqueeze_dim=1):
     cos = cos.unsqueeze(unsqueeze_dim)
     sin = sin.unsqueeze(unsqueeze_dim)
     return _rotate(q, cos, sin), _rotate(k, cos, sin)
-
-
-register(
-    Implementation(
-        op="apply_rotary_pos_emb",
-        name="reference",
-        fn=rotary_reference,
-        device_types=("cpu", "cuda", "npu"),
-        selectable=False,
-        description="per-pair rotation formula, one pair of dims at a time (float64-capable, slow)",
-    )
-)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import torch
 
 from sp_kernels._library import function_backward
-from sp_kernels.dispatch import Implementation, Residuals, register
 
 
 def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, out: torch.Tensor, sign: float) -> None:
@@ -95,15 +94,3 @@ def backward_saved(saved, grads, needs, q, k, cos, sin, unsqueeze_dim=1):
                 d = d.squeeze(unsqueeze_dim)
                 got[i] = d if got[i] is None else got[i] + d
     return got
-
-
-register(
-    Implementation(
-        op="apply_rotary_pos_emb",
-        name="torch",
-        fn=rotary_torch,
-        device_types=("cpu", "cuda", "npu"),
-        residuals=Residuals(forward_saving, backward_saved),
-        description="x * cos + rotate_half(x) * sin over the first R dims, the rest passed through",
-    )
-)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 from sp_kernels import _checks, _library
-from sp_kernels._dispatching import choose, requires_grad
+from sp_kernels._contexts import choose, requires_grad
 
 OP = "causal_conv1d"
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from sp_kernels.dispatch import Implementation, register
 
 
 def causal_conv1d_reference(
@@ -43,15 +42,3 @@ def causal_conv1d_reference(
         y = torch.cat(ys).unsqueeze(0)
     final = torch.stack(finals).to(x.dtype) if output_final_state else None
     return y.to(x.dtype), final
-
-
-register(
-    Implementation(
-        op="causal_conv1d",
-        name="reference",
-        fn=causal_conv1d_reference,
-        device_types=("cpu", "cuda", "npu"),
-        selectable=False,
-        description="the definition with explicit loops over t and w (float64-capable, slow)",
-    )
-)

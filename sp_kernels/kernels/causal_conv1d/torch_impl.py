@@ -19,7 +19,6 @@ import torch
 
 from sp_kernels import _varlen
 from sp_kernels._library import function_backward
-from sp_kernels.dispatch import Implementation, Residuals, register
 
 TILE_BYTES = 1 << 20  # per scratch buffer; about the best from 0.5 to 4 MiB at D = 8192 on a 2-core CPU
 
@@ -195,15 +194,3 @@ def backward_saved(saved, grads, needs, x, weight, bias=None, activation=None, i
             dleft = d[:, : W - 1].to(left.dtype) if dleft is None else dleft + d[:, : W - 1].to(dleft.dtype)
     dstate = None if dleft is None else dleft.transpose(1, 2)
     return [dx, dweight, dbias, dstate, None]
-
-
-register(
-    Implementation(
-        op="causal_conv1d",
-        name="torch",
-        fn=causal_conv1d_torch,
-        device_types=("cpu", "cuda", "npu"),
-        residuals=Residuals(forward_saving, backward_saved),
-        description="channels-last shifted multiply-adds tiled over tokens, hand-written backward; packed via zero padding",
-    )
-)

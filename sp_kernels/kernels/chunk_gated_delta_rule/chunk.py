@@ -25,7 +25,6 @@ from sp_kernels import _varlen
 from sp_kernels.kernels.chunk_gated_delta_rule.api import compute_dtype
 from sp_kernels.kernels.chunk_gated_delta_rule.chunk_autograd import (CHUNK, ChunkGatedDeltaRule, chunk_backward,
                                                                        chunk_forward)
-from sp_kernels.dispatch import Implementation, Residuals, register
 
 
 def chunk_gated_delta_rule_torch(
@@ -129,15 +128,3 @@ def backward_saved(saved, grads, needs, q, k, v, g, beta, scale, initial_state=N
     got = [d[:, :T].to(x.dtype) for d, x in zip((dq, dk, dv, dg, dbeta), (q, k, v, g, beta))]
     got += [None if initial_state is None else dstate_in.to(initial_state.dtype), None]
     return [d if need else None for d, need in zip(got, needs)]
-
-
-register(
-    Implementation(
-        op="chunk_gated_delta_rule",
-        name="torch",
-        fn=chunk_gated_delta_rule_torch,
-        device_types=("cpu", "cuda", "npu"),
-        residuals=Residuals(forward_saving, backward_saved),
-        description="chunked torch (any device)",
-    )
-)

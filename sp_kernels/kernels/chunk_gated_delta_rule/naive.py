@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import torch
 
-from sp_kernels.dispatch import Implementation, register
 from sp_kernels.kernels.chunk_gated_delta_rule.api import compute_dtype
 
 
@@ -94,15 +93,3 @@ def naive_recurrent_gated_delta_rule(
         finals.append(final)
     o = torch.cat(outputs, dim=1).to(out_dtype)
     return o, (torch.cat(finals, dim=0) if output_final_state else None)
-
-
-register(
-    Implementation(
-        op="chunk_gated_delta_rule",
-        name="reference",
-        fn=naive_recurrent_gated_delta_rule,
-        device_types=("cpu", "cuda", "npu"),
-        selectable=False,
-        description="per-token recurrence (float64-capable reference)",
-    )
-)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import torch
 
-from sp_kernels.dispatch import Implementation, register
 from sp_kernels.kernels.chunk_gated_delta_rule.api import compute_dtype
 
 #: The longest input this path takes: stepping costs ~T small launches, the chunked path a padded chunk's
@@ -145,22 +144,10 @@ def recurrent_gated_delta_rule_torch(
     return o, (state.view(N, HV, K, V) if output_final_state else None)
 
 
-def _short(ctx) -> tuple[bool, str]:
+def supports_short(ctx) -> tuple[bool, str]:
     T = ctx.shapes.get("T")
     if T is None:
         return False, "for short inputs (decoding): the length is not known yet"
     if T > MAX_T:
         return False, f"for short inputs (decoding): T={T} > {MAX_T} (the chunked path is faster)"
     return True, ""
-
-
-register(
-    Implementation(
-        op="chunk_gated_delta_rule",
-        name="torch_recurrent",
-        fn=recurrent_gated_delta_rule_torch,
-        device_types=("cpu", "cuda", "npu"),
-        supports=_short,
-        description=f"token-by-token recurrence in torch (short inputs, T <= {MAX_T}: decoding)",
-    )
-)

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import torch
 
-from sp_kernels.dispatch import Implementation, register
 
 
 def attention_reference(q, k, v, causal=True, scale=None, cu_seqlens=None):
@@ -34,15 +33,3 @@ def attention_reference(q, k, v, causal=True, scale=None, cu_seqlens=None):
     p = torch.softmax(scores, dim=-1)
     o = (p @ vf) * sees_any.to(acc)  # [B, H, TQ, DV]
     return o.transpose(1, 2).to(q.dtype)
-
-
-register(
-    Implementation(
-        op="fusion_attention",
-        name="reference",
-        fn=attention_reference,
-        device_types=("cpu", "cuda", "npu"),
-        selectable=False,
-        description="explicit scores, mask and softmax over the whole batch (float64-capable, O(T^2) memory)",
-    )
-)

@@ -4,7 +4,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from sp_kernels.dispatch import Implementation, Residuals, register
 
 #: Device types whose SDPA takes ``enable_gqa`` (elsewhere kv heads are repeated first).
 _NATIVE_GQA = ("cpu", "cuda")
@@ -61,7 +60,7 @@ def attention_sdpa(q, k, v, causal=True, scale=None, cu_seqlens=None, *, native_
     return torch.cat(pieces, dim=2).transpose(1, 2).contiguous()
 
 
-def _flash_cpu(q, k, v, causal=True, scale=None, cu_seqlens=None) -> bool:
+def flash_cpu_applies(q, k, v, causal=True, scale=None, cu_seqlens=None) -> bool:
     """Whether the split below covers a call: CPU's flash attention, whose forward returns the log-sum-exp its
     backward takes (an ordinary batch, as many queries as keys)."""
     return q.device.type == "cpu" and cu_seqlens is None and q.shape[1] == k.shape[1] and q.shape[1] > 0
@@ -82,15 +81,3 @@ def backward_saved(saved, grads, needs, q, k, v, causal=True, scale=None, cu_seq
         v.transpose(1, 2), out, lse, 0.0, causal, scale=scale)
     got = [dq.transpose(1, 2), dk.transpose(1, 2), dv.transpose(1, 2), None]
     return [d if need else None for d, need in zip(got, needs)]
-
-
-register(
-    Implementation(
-        op="fusion_attention",
-        name="sdpa",
-        fn=attention_sdpa,
-        device_types=("cpu", "cuda", "npu"),
-        residuals=Residuals(forward_saving, backward_saved, applies=_flash_cpu),
-        description="F.scaled_dot_product_attention, one call per packed sequence",
-    )
-)

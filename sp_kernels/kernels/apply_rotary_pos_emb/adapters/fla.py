@@ -6,8 +6,6 @@ import warnings
 
 import torch
 
-from sp_kernels.dispatch import Implementation, register
-from sp_kernels._lazy import lazy
 
 
 def half_width(cos: torch.Tensor, sin: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | str:
@@ -40,16 +38,3 @@ def apply_rotary_pos_emb_fla(q, k, cos, sin, unsqueeze_dim=1):
         return y.transpose(1, 2) if unsqueeze_dim == 1 else y
 
     return rotate(q), rotate(k)
-
-
-register(
-    Implementation(
-        op="apply_rotary_pos_emb",
-        name="fla",
-        fn=apply_rotary_pos_emb_fla,
-        device_types=("cuda", "npu"),
-        packages=("fla.modules.rotary",),
-        supports=lazy("sp_kernels._fla", "supports_fla"),
-        description="flash-linear-attention's rotary (half-width cos/sin shared by the batch; else torch, warned)",
-    )
-)

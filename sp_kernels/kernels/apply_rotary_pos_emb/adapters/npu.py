@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import torch
 
-from sp_kernels.dispatch import Implementation, register
 
 
 def rotary_mul_args(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, unsqueeze_dim: int):
@@ -37,16 +36,3 @@ def supports_npu_rotary(ctx) -> tuple[bool, str]:
         if s.get(name, 0) >= 1000:
             return False, f"npu_rotary_mul needs {name} < 1000, got {s[name]}"
     return True, ""
-
-
-register(
-    Implementation(
-        op="apply_rotary_pos_emb",
-        name="torch_npu.npu_rotary_mul",
-        fn=apply_rotary_pos_emb_npu,
-        device_types=("npu",),
-        packages=("torch_npu",),
-        supports=supports_npu_rotary,
-        description="torch_npu.npu_rotary_mul on the rotary part, the tail passed through",
-    )
-)

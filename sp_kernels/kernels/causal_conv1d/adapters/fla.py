@@ -12,12 +12,9 @@ import torch
 import torch.nn.functional as F
 
 from sp_kernels.dispatch import Context
-from sp_kernels.dispatch import ub
 from sp_kernels.dispatch.ub import Launch
 from sp_kernels._tiles import cdiv as _cdiv, next_pow2 as _next_pow2
-from sp_kernels.dispatch import Implementation, register
 from sp_kernels._fla import CORE_GRID, GENERIC, npu_paths
-from sp_kernels._lazy import lazy
 
 
 #: the Unified Buffer models of fla's causal conv kernels on an NPU (coefficients: sp_kernels/dispatch/data/ub_models.json)
@@ -27,7 +24,6 @@ UB_MODELS = (
     "fla.causal_conv1d_bwd_dx", "fla.causal_conv1d_bwd_dwdb", "fla.causal_conv1d_bwd",
     "fla.causal_conv1d_fwd_generic", "fla.causal_conv1d_bwd_generic",
 )
-ub.register(*UB_MODELS)
 
 
 def to_fla_state(state: torch.Tensor | None) -> torch.Tensor | None:
@@ -129,17 +125,3 @@ def ascend_launches(ctx: Context) -> tuple[Launch, ...]:
             BD, BT = 8, min(BT, 16 if D >= 1024 else 32)
         launches.append(Launch("fla.causal_conv1d_bwd", {"BT": BT, "BD": BD, "W": W}, _cdiv(D, BD) * _cdiv(T, BT) * B))
     return tuple(launches)
-
-
-register(
-    Implementation(
-        op="causal_conv1d",
-        name="fla",
-        fn=causal_conv1d_fla,
-        device_types=("cuda", "npu"),
-        packages=(npu_paths().conv_module,),
-        supports=lazy("sp_kernels._fla", "supports_fla"),
-        launches=ascend_launches,
-        description="flash-linear-attention's Triton causal conv (Triton-Ascend backend on NPU)",
-    )
-)

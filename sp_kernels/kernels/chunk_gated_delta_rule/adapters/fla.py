@@ -3,8 +3,6 @@ fla's positional orders differ from ours (``fused_recurrent_gated_delta_rule`` t
 """
 from __future__ import annotations
 
-from sp_kernels.dispatch import Implementation, register
-from sp_kernels._lazy import lazy
 
 
 def chunk_gated_delta_rule_fla(q, k, v, g, beta, *, scale, initial_state, output_final_state, cu_seqlens,
@@ -35,27 +33,3 @@ def supports_fused_recurrent(ctx) -> tuple[bool, str]:
     if T is None or T > 64:
         return False, f"for decoding / short sequences (T <= 64), got T={T if T is not None else 'unknown'}"
     return fla_usable(ctx.device.type, ctx.op)
-
-
-register(
-    Implementation(
-        op="chunk_gated_delta_rule",
-        name="fla",
-        fn=chunk_gated_delta_rule_fla,
-        device_types=("cuda", "npu"),
-        packages=("fla.ops.gated_delta_rule",),
-        supports=lazy("sp_kernels._fla", "supports_fla"),
-        description="flash-linear-attention's chunked gated delta rule (Triton; Triton-Ascend backend on NPU)",
-    )
-)
-register(
-    Implementation(
-        op="chunk_gated_delta_rule",
-        name="fla_fused_recurrent",
-        fn=fused_recurrent_gated_delta_rule_fla,
-        device_types=("cuda", "npu"),
-        packages=("fla.ops.gated_delta_rule",),
-        supports=supports_fused_recurrent,
-        description="flash-linear-attention's fused recurrent kernel: decoding (no backward, T <= 64)",
-    )
-)

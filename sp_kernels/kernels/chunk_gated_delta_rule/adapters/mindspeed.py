@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import torch
 
-from sp_kernels.dispatch import Implementation, register
 from sp_kernels.dispatch.context import dtype_name
 
 MODULE = "mindspeed.core.ssm.npu_chunk_gated_delta_rule"
@@ -44,16 +43,3 @@ def supports_mindspeed(ctx) -> tuple[bool, str]:
     if ctx.dtype not in (torch.bfloat16, torch.float16):
         return False, f"MindSpeed's Triton gated delta rule takes bf16/fp16, not {dtype_name(ctx.dtype)}"
     return True, ""
-
-
-register(
-    Implementation(
-        op="chunk_gated_delta_rule",
-        name="mindspeed",
-        fn=chunk_gated_delta_rule_mindspeed,
-        device_types=("npu",),
-        packages=("torch_npu", "mindspeed.core.ssm.npu_chunk_gated_delta_rule"),
-        supports=supports_mindspeed,
-        description="MindSpeed's Triton gated delta rule (Ascend; bf16/fp16; initial states via our torch path)",
-    )
-)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import torch
 
-from sp_kernels.dispatch import Implementation, register
 from sp_kernels.dispatch.context import dtype_name
 
 
@@ -34,16 +33,3 @@ def supports_flash_attn(ctx) -> tuple[bool, str]:
     if ctx.shapes.get("D", 0) > 256:
         return False, f"flash-attn supports head dims up to 256, got {ctx.shapes['D']}"
     return True, ""
-
-
-register(
-    Implementation(
-        op="fusion_attention",
-        name="flash_attn",
-        fn=fusion_attention_flash_attn,
-        device_types=("cuda",),
-        packages=("flash_attn",),
-        supports=supports_flash_attn,
-        description="flash-attn 2 (varlen for packed sequences)",
-    )
-)

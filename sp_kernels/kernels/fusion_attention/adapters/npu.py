@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import torch
 
-from sp_kernels.dispatch import Implementation, register
 
 CAUSAL_MASK_SIZE = 2048
 RIGHT_DOWN_CAUSAL = 3
@@ -52,16 +51,3 @@ def supports_npu_attention(ctx) -> tuple[bool, str]:
     if s.get("TQ") is not None and s.get("TQ") != s.get("TK") and ctx.packed:
         return False, "packed sequences need TQ == TK"
     return True, ""
-
-
-register(
-    Implementation(
-        op="fusion_attention",
-        name="torch_npu.npu_fusion_attention",
-        fn=fusion_attention_npu,
-        device_types=("npu",),
-        packages=("torch_npu",),
-        supports=supports_npu_attention,
-        description="torch_npu.npu_fusion_attention (BSND / TND, right-down causal sparse mode)",
-    )
-)
