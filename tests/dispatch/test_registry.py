@@ -204,3 +204,13 @@ def test_an_op_s_declaration_names_its_reference_tests_and_benchmark(op):
     for path in (f"tests/ops/test_{op}.py", f"bench/bench_{op}.py"):
         assert path in package.__doc__ and (root / path).is_file()
     assert (root / "sp_kernels" / "kernels" / op / "naive.py").is_file() and "naive.py" in package.__doc__
+
+
+def test_the_documented_orders_are_the_declared_ones():
+    """docs/dispatch.md's table of the orders of preference, against each op's declaration."""
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "dispatch.md").read_text()
+    rows = dict(re.findall(r"^\| `(\w+)` \| (`[^|]+`) \|$", text, flags=re.M))
+    assert {op: tuple(re.findall(r"`([^`]+)`", rows.get(op, ""))) for op in OPS} == {op: preference(op) for op in OPS}
