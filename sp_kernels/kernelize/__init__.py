@@ -178,7 +178,8 @@ def unkernelize(model: torch.nn.Module) -> int:
     restored = 0
     for module in model.modules():
         if hasattr(module, _BINDING):
-            del module.forward  # the instance attribute; the class forward shows through again
+            module.__dict__.pop("forward", None)  # the instance attribute (if another kernelize left it): the
+            # class forward shows through again
             delattr(module, _BINDING)
             if hasattr(module, NPU_MARKER):
                 delattr(module, NPU_MARKER)
@@ -207,18 +208,52 @@ def _remove_hooks(module) -> None:
             delattr(module, attr)
 
 
+class TextModelPreHook:
+    """A text model's forward pre-hook: first, each layer kernelize bound in it still has the forward kernelize
+    installed, and huggingface's kernelize replaced nothing on it since — else a ``RuntimeError`` naming the layer
+    before anything runs (that kernelize, called after ours, replaces or removes the instance forward: the layer
+    would run another forward, under sequence parallelism on this rank's tokens only; not checked while tracing,
+    where dynamo traces whatever forward the layer has); then ``then``, the packed-batch or the SP pre-hook. A
+    module-level class: kernelized models deep-copy and pickle."""
+
+    def __init__(self, layers: dict, then):
+        self.layers = layers  # name in the model -> kernelized layer
+        self.then = then
+
+    def __call__(self, module, args, kwargs):
+        if not torch.compiler.is_compiling():
+            self.check_layers()
+        return self.then(module, args, kwargs)
+
+    def check_layers(self) -> None:
+        for name, layer in self.layers.items():
+            forward = layer.__dict__.get("forward")
+            ours = (isinstance(forward, functools.partial) and forward.func in FORWARDS.values() and forward.args
+                    and forward.args[0] is layer)
+            changed = ([] if ours else ["its forward is not the one kernelize installed"]) + \
+                compat.hub_replacements(layer)
+            if changed:
+                what = "; ".join(changed)
+                raise RuntimeError(
+                    f"model: {name} ({type(layer).__name__}) changed after sp_kernels.kernelize ({what}): it would "
+                    "not run the kernels the report lists. Call sp_kernels.unkernelize(model) before another "
+                    "kernelize, or leave this layer out of huggingface's kernel mapping")
+
+
 def _install_hooks(model, families, sp, gather_logits: bool) -> None:
-    """Text models: packed-batch detection, or under SP the batch split. Causal-LM modules under SP: the sharded
-    head and loss. Idempotent: a new kernelize replaces the hooks of the last."""
+    """Text models: the check that the bound layers still run our forwards, then packed-batch detection, or under
+    SP the batch split. Causal-LM modules under SP: the sharded head and loss. Idempotent: a new kernelize replaces
+    the hooks of the last."""
+    names = {m: name for name, m in model.named_modules()}
     for module in model.modules():
         _remove_hooks(module)
         handles = ()
         if any(isinstance(module, fam.text_model) for fam in families):
-            if sp is None:
-                handles = (module.register_forward_pre_hook(PackedBatchHook(), with_kwargs=True),)
-            else:
-                handles = (module.register_forward_pre_hook(sp_hooks.SPPreHook(sp), with_kwargs=True),
-                           module.register_forward_hook(sp_hooks.SPRepadHook(sp), with_kwargs=True))
+            layers = {names[m]: m for m in module.modules() if hasattr(m, _BINDING)}
+            then = PackedBatchHook() if sp is None else sp_hooks.SPPreHook(sp)
+            handles = (module.register_forward_pre_hook(TextModelPreHook(layers, then), with_kwargs=True),)
+            if sp is not None:
+                handles += (module.register_forward_hook(sp_hooks.SPRepadHook(sp), with_kwargs=True),)
         elif sp is not None and any(isinstance(module, fam.heads) for fam in families):
             handles = (module.register_forward_pre_hook(sp_hooks.SPLossPreHook(sp), with_kwargs=True),
                        module.register_forward_hook(sp_hooks.SPLossHook(sp, gather_logits), with_kwargs=True))

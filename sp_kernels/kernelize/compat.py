@@ -80,15 +80,22 @@ def check_forward(cls: type, ours: Callable | Iterable[str], what: str = "sp-ker
 HUB_KERNEL_REPO = "_kernel_repo"
 
 
-def check_hub_kernels(name: str, module) -> None:
-    """Refuse ``module`` (at ``name`` in the model) if huggingface ``kernels``' kernelize replaced its forward or
-    one of the functions attached to it with ``use_kernelized_func``."""
+def hub_replacements(module) -> list[str]:
+    """What huggingface ``kernels``' kernelize replaced on ``module``: its forward, the functions attached to it with
+    ``use_kernelized_func``; each as ``"<what> by <kernel repository>"``."""
     replaced = []
     if HUB_KERNEL_REPO in module.__dict__:
         replaced.append(f"its forward ({type(module).__name__}) by {module.__dict__[HUB_KERNEL_REPO]}")
     for fn_name, fn in module.__dict__.get("_kernel_funcs", {}).items():
         if HUB_KERNEL_REPO in fn.__dict__:
             replaced.append(f"{fn_name} by {fn.__dict__[HUB_KERNEL_REPO]}")
+    return replaced
+
+
+def check_hub_kernels(name: str, module) -> None:
+    """Refuse ``module`` (at ``name`` in the model) if huggingface ``kernels``' kernelize replaced its forward or
+    one of the functions attached to it with ``use_kernelized_func``."""
+    replaced = hub_replacements(module)
     if replaced:
         raise ValueError(
             f"model: {name} was kernelized by huggingface's `kernels` ({'; '.join(replaced)}). sp_kernels.kernelize "

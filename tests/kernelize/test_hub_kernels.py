@@ -100,3 +100,28 @@ def test_a_layer_whose_forward_the_hub_replaced_is_refused_by_name(layer_name, l
                                                          f"huggingface's `kernels` ({replaced}). ")):
         sp_kernels.kernelize(model)
     assert not any(hasattr(m, "_sp_kernels") for m in model.modules())  # refused before anything was patched
+
+
+@pytest.mark.parametrize("layer_name,layer,replaced", [
+    ("Qwen3_5GatedDeltaNet", lambda: PlainGatedDeltaNet, "its forward is not the one kernelize installed; its "
+                                                         "forward (Qwen3_5GatedDeltaNet) by stand-in PlainGatedDeltaNet"),
+    # a mapping without the layer: huggingface's kernelize puts the layer's class forward back (removes ours)
+    ("RMSNormGated", lambda: CountingNormGated, "its forward is not the one kernelize installed"),
+    ("chunk_gated_delta_rule", lambda: plain_function(qwen.torch_chunk_gated_delta_rule),
+     "its forward is not the one kernelize installed; chunk_gated_delta_rule by stand-in "
+     "Plain_chunk_gated_delta_rule"),
+])
+def test_a_layer_the_hub_changed_after_ours_is_refused_before_the_model_runs(layer_name, layer, replaced):
+    """huggingface's kernelize after ours replaces a layer's forward (or, mapping a class to itself, removes ours)
+    or an attached function: the model's next forward raises, naming the layer, before any layer runs; after
+    unkernelize the hub's kernelize is the model's own business again."""
+    model = build("qwen3_5")
+    sp_kernels.kernelize(model)
+    hub_kernelize(model, layer_name, layer())
+    ids = torch.randint(0, 96, (1, 7))
+    with pytest.raises(RuntimeError, match="^" + re.escape(f"model: model.layers.0.linear_attn (Qwen3_5GatedDeltaNet) "
+                                                           f"changed after sp_kernels.kernelize ({replaced})")):
+        model(input_ids=ids)
+    sp_kernels.unkernelize(model)
+    if layer_name != "chunk_gated_delta_rule":  # (that stand-in is never meant to run)
+        model(input_ids=ids)  # the hub's layer, or transformers' own, runs
