@@ -103,8 +103,9 @@ def test_a_layer_whose_forward_the_hub_replaced_is_refused_by_name(layer_name, l
 
 
 @pytest.mark.parametrize("layer_name,layer,replaced", [
-    ("Qwen3_5GatedDeltaNet", lambda: PlainGatedDeltaNet, "its forward is not the one kernelize installed; its "
-                                                         "forward (Qwen3_5GatedDeltaNet) by stand-in PlainGatedDeltaNet"),
+    ("Qwen3_5GatedDeltaNet", lambda: PlainGatedDeltaNet,
+     "its forward is not the one kernelize installed; its forward (Qwen3_5GatedDeltaNet) by stand-in "
+     "PlainGatedDeltaNet"),
     # a mapping without the layer: huggingface's kernelize puts the layer's class forward back (removes ours)
     ("RMSNormGated", lambda: CountingNormGated, "its forward is not the one kernelize installed"),
     ("chunk_gated_delta_rule", lambda: plain_function(qwen.torch_chunk_gated_delta_rule),
