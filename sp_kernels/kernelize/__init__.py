@@ -209,12 +209,12 @@ def _remove_hooks(module) -> None:
 
 
 class TextModelPreHook:
-    """A text model's forward pre-hook: first, each layer kernelize bound in it still has the forward kernelize
-    installed, and huggingface's kernelize replaced nothing on it since — else a ``RuntimeError`` naming the layer
-    before anything runs (that kernelize, called after ours, replaces or removes the instance forward: the layer
-    would run another forward, under sequence parallelism on this rank's tokens only; not checked while tracing,
-    where dynamo traces whatever forward the layer has); then ``then``, the packed-batch or the SP pre-hook. A
-    module-level class: kernelized models deep-copy and pickle."""
+    """A text model's forward pre-hook: first, no layer kernelize bound in it lost its instance forward, and
+    huggingface's kernelize replaced nothing on it since — else a ``RuntimeError`` naming the layer before anything
+    runs (that kernelize, called after ours, replaces the forward or removes it: the layer would run another forward,
+    under sequence parallelism on this rank's tokens only; a forward the user wrapped is theirs and passes; not
+    checked while tracing, where dynamo traces whatever forward the layer has); then ``then``, the packed-batch or
+    the SP pre-hook. A module-level class: kernelized models deep-copy and pickle."""
 
     def __init__(self, layers: dict, then):
         self.layers = layers  # name in the model -> kernelized layer
@@ -227,10 +227,8 @@ class TextModelPreHook:
 
     def check_layers(self) -> None:
         for name, layer in self.layers.items():
-            forward = layer.__dict__.get("forward")
-            ours = (isinstance(forward, functools.partial) and forward.func in FORWARDS.values() and forward.args
-                    and forward.args[0] is layer)
-            changed = ([] if ours else ["its forward is not the one kernelize installed"]) + \
+            removed = "forward" not in layer.__dict__
+            changed = (["its forward was removed: its class's would run"] if removed else []) + \
                 compat.hub_replacements(layer)
             if changed:
                 what = "; ".join(changed)

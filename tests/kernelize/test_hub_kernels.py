@@ -104,12 +104,11 @@ def test_a_layer_whose_forward_the_hub_replaced_is_refused_by_name(layer_name, l
 
 @pytest.mark.parametrize("layer_name,layer,replaced", [
     ("Qwen3_5GatedDeltaNet", lambda: PlainGatedDeltaNet,
-     "its forward is not the one kernelize installed; its forward (Qwen3_5GatedDeltaNet) by stand-in "
-     "PlainGatedDeltaNet"),
+     "its forward (Qwen3_5GatedDeltaNet) by stand-in PlainGatedDeltaNet"),
     # a mapping without the layer: huggingface's kernelize puts the layer's class forward back (removes ours)
-    ("RMSNormGated", lambda: CountingNormGated, "its forward is not the one kernelize installed"),
+    ("RMSNormGated", lambda: CountingNormGated, "its forward was removed: its class's would run"),
     ("chunk_gated_delta_rule", lambda: plain_function(qwen.torch_chunk_gated_delta_rule),
-     "its forward is not the one kernelize installed; chunk_gated_delta_rule by stand-in "
+     "its forward was removed: its class's would run; chunk_gated_delta_rule by stand-in "
      "Plain_chunk_gated_delta_rule"),
 ])
 def test_a_layer_the_hub_changed_after_ours_is_refused_before_the_model_runs(layer_name, layer, replaced):
@@ -126,3 +125,18 @@ def test_a_layer_the_hub_changed_after_ours_is_refused_before_the_model_runs(lay
     sp_kernels.unkernelize(model)
     if layer_name != "chunk_gated_delta_rule":  # (that stand-in is never meant to run)
         model(input_ids=ids)  # the hub's layer, or transformers' own, runs
+
+
+def test_a_forward_the_user_wrapped_after_kernelize_is_theirs_and_runs():
+    model = build("qwen3_5")
+    sp_kernels.kernelize(model)
+    layer = model.model.layers[0].linear_attn
+    ours, calls = layer.forward, []
+
+    def wrapped(*args, **kwargs):
+        calls.append(1)
+        return ours(*args, **kwargs)
+
+    layer.forward = wrapped
+    model(input_ids=torch.randint(0, 96, (1, 7)))
+    assert calls == [1]
